@@ -1,0 +1,374 @@
+"""The SQLite checkpoint: run identity, listing position, one row per object, multipart uploads and parts.
+
+All access goes through one connection used from one thread at a time (the engine's checkpoint
+limiter), so there is a single writer. Rows hold no key material: only key MD5s and fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.errors import CheckpointError
+from workers.model import Action, Mode, ObjectRef, Outcome, PartResult, State
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT NOT NULL,
+    version_id TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    source_mode TEXT,
+    target_mode TEXT,
+    action TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    error_kind TEXT,
+    new_etag TEXT,
+    bytes_copied INTEGER NOT NULL DEFAULT 0,
+    bytes_through_client INTEGER NOT NULL DEFAULT 0,
+    plaintext_sha256 TEXT,
+    listed_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (key, version_id)
+);
+CREATE INDEX IF NOT EXISTS objects_state ON objects (state);
+CREATE TABLE IF NOT EXISTS uploads (
+    key TEXT NOT NULL,
+    version_id TEXT NOT NULL DEFAULT '',
+    upload_id TEXT NOT NULL,
+    dest_bucket TEXT NOT NULL,
+    dest_key TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    source_etag TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (key, version_id)
+);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    exit_code INTEGER,
+    summary TEXT
+);
+"""
+
+TODO_STATES = (State.PENDING.value, State.IN_PROGRESS.value, State.FAILED.value, State.CHANGED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRow:
+    """One object as the checkpoint knows it."""
+
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    source_mode: Mode | None
+    target_mode: Mode | None
+    action: Action | None
+    state: State
+    attempts: int
+    retries: int
+    last_error: str | None
+    error_kind: str | None
+    new_etag: str | None
+    bytes_copied: int
+    bytes_through_client: int
+    plaintext_sha256: str | None
+
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.key, self.size, self.etag, self.version_id or None)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    """A multipart upload rekey started and has not finished or aborted."""
+
+    key: str
+    version_id: str
+    upload_id: str
+    dest_bucket: str
+    dest_key: str
+    part_size: int
+    source_etag: str
+    kind: str
+
+
+def _row(r: sqlite3.Row) -> ObjectRow:
+    return ObjectRow(
+        key=r["key"], version_id=r["version_id"], size=r["size"], etag=r["etag"],
+        source_mode=Mode(r["source_mode"]) if r["source_mode"] else None,
+        target_mode=Mode(r["target_mode"]) if r["target_mode"] else None,
+        action=Action(r["action"]) if r["action"] else None,
+        state=State(r["state"]), attempts=r["attempts"], retries=r["retries"],
+        last_error=r["last_error"], error_kind=r["error_kind"], new_etag=r["new_etag"],
+        bytes_copied=r["bytes_copied"], bytes_through_client=r["bytes_through_client"],
+        plaintext_sha256=r["plaintext_sha256"],
+    )
+
+
+class Checkpoint:
+    """Synchronous checkpoint API; the engine calls it from one worker thread at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    # --- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, fingerprint: str, description: str, create: bool = True) -> Checkpoint:
+        """Open or create; refuse a checkpoint written under a config with another fingerprint."""
+        exists = path.exists()
+        if not exists and not create:
+            raise CheckpointError(f"{path}: no checkpoint here (run `rekey run` first)")
+        if exists and path.is_dir():
+            raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            cp = cls(conn, path)
+            stored = cp.get_meta("fingerprint")
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"{path}: checkpoint is unusable ({exc}); move it aside to start afresh") from None
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot open checkpoint: {exc.strerror}") from None
+        if stored is None:
+            with cp._tx():
+                cp._set_meta("fingerprint", fingerprint)
+                cp._set_meta("schema", SCHEMA_VERSION)
+                cp._set_meta("config", description)
+                cp._set_meta("created_at", str(time.time()))
+        elif stored != fingerprint:
+            old = cp.get_meta("config") or "?"
+            conn.close()
+            raise CheckpointError(
+                f"{path}: checkpoint was written for another configuration ({old}); "
+                f"use the original config, or another [run] checkpoint path to start afresh")
+        return cp
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    # --- meta ----------------------------------------------------------------------------------------
+
+    def get_meta(self, name: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, name: str, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._tx():
+            self._set_meta(name, value)
+
+    def get_json(self, name: str) -> Any:
+        raw = self.get_meta(name)
+        return None if raw is None else json.loads(raw)
+
+    def set_json(self, name: str, value: Any) -> None:
+        self.set_meta(name, json.dumps(value, sort_keys=True))
+
+    # --- listing -------------------------------------------------------------------------------------
+
+    def listing_position(self) -> tuple[str, bool]:
+        """(last key listed, whether the listing finished) of the current pass."""
+        return self.get_meta("listing_position") or "", self.get_meta("listing_done") == "1"
+
+    def start_new_pass(self) -> None:
+        with self._tx():
+            self._set_meta("listing_position", "")
+            self._set_meta("listing_done", "0")
+
+    def add_listed(self, refs: Iterable[ObjectRef], *, position: str, done: bool) -> list[ObjectRef]:
+        """Record a listed page and the listing position in one transaction.
+
+        Returns the refs that need work: new ones, and known ones not done for this ETag.
+        """
+        now = time.time()
+        todo: list[ObjectRef] = []
+        with self._tx():
+            for ref in refs:
+                vid = ref.version_id or ""
+                row = self._conn.execute(
+                    "SELECT state, etag, new_etag FROM objects WHERE key = ? AND version_id = ?",
+                    (ref.key, vid)).fetchone()
+                if row is None:
+                    self._conn.execute(
+                        "INSERT INTO objects (key, version_id, size, etag, state, listed_at) "
+                        "VALUES (?, ?, ?, ?, 'pending', ?)",
+                        (ref.key, vid, ref.size, ref.etag, now))
+                    todo.append(ref)
+                elif row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
+                        row["etag"], row["new_etag"]):
+                    continue  # finished in an earlier pass and unchanged since
+                else:
+                    self._conn.execute(
+                        "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
+                        "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
+                    todo.append(ref)
+            self._set_meta("listing_position", position)
+            self._set_meta("listing_done", "1" if done else "0")
+        return todo
+
+    def unfinished(self) -> list[ObjectRow]:
+        """Objects listed earlier and not finished (pending, interrupted, failed, changed), in key order."""
+        cur = self._conn.execute(
+            f"SELECT * FROM objects WHERE state IN ({','.join('?' * len(TODO_STATES))}) ORDER BY key",
+            TODO_STATES)
+        return [_row(r) for r in cur]
+
+    # --- objects -------------------------------------------------------------------------------------
+
+    def mark_started(self, keys: Iterable[tuple[str, str]]) -> None:
+        now = time.time()
+        with self._tx():
+            self._conn.executemany(
+                "UPDATE objects SET state = 'in_progress', attempts = attempts + 1, started_at = ? "
+                "WHERE key = ? AND version_id = ?", [(now, k, v) for k, v in keys])
+
+    def record_outcomes(self, outcomes: Iterable[Outcome]) -> None:
+        now = time.time()
+        with self._tx():
+            self._conn.executemany(
+                "UPDATE objects SET state = ?, action = ?, source_mode = ?, target_mode = ?, "
+                "last_error = ?, error_kind = ?, new_etag = COALESCE(?, new_etag), "
+                "bytes_copied = ?, bytes_through_client = ?, retries = retries + ?, "
+                "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ? "
+                "WHERE key = ? AND version_id = ?",
+                [(o.state.value, o.action.value,
+                  o.source_mode.value if o.source_mode else None,
+                  o.target_mode.value if o.target_mode else None,
+                  o.error, o.error_kind, o.new_etag, o.bytes_copied, o.bytes_through_client, o.retries,
+                  o.plaintext_sha256, now, o.key, o.version_id or "") for o in outcomes])
+
+    def get(self, key: str, version_id: str = "") -> ObjectRow | None:
+        r = self._conn.execute("SELECT * FROM objects WHERE key = ? AND version_id = ?",
+                               (key, version_id)).fetchone()
+        return None if r is None else _row(r)
+
+    def rows(self, states: Iterable[State] | None = None) -> Iterator[ObjectRow]:
+        if states is None:
+            cur = self._conn.execute("SELECT * FROM objects ORDER BY key, version_id")
+        else:
+            values = [s.value for s in states]
+            cur = self._conn.execute(
+                f"SELECT * FROM objects WHERE state IN ({','.join('?' * len(values))}) "
+                "ORDER BY key, version_id", values)
+        for r in cur:
+            yield _row(r)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{state: {"objects": n, "bytes": b}} over all rows."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._conn.execute("SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM objects GROUP BY state"):
+            out[r[0]] = {"objects": int(r[1]), "bytes": int(r[2])}
+        return out
+
+    def counts_by(self, column: str) -> dict[str, dict[str, int]]:
+        if column not in ("source_mode", "target_mode", "action", "state"):
+            raise ValueError(column)
+        out: dict[str, dict[str, int]] = {}
+        for r in self._conn.execute(
+                f"SELECT COALESCE({column}, ''), COUNT(*), COALESCE(SUM(size), 0) FROM objects GROUP BY 1"):
+            out[r[0] or "unknown"] = {"objects": int(r[1]), "bytes": int(r[2])}
+        return out
+
+    # --- multipart uploads ------------------------------------------------------------------------------
+
+    def start_upload(self, row: UploadRow) -> None:
+        with self._tx():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO uploads (key, version_id, upload_id, dest_bucket, dest_key, part_size, "
+                "source_etag, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.key, row.version_id, row.upload_id, row.dest_bucket, row.dest_key, row.part_size,
+                 row.source_etag, row.kind, time.time()))
+
+    def upload_for(self, key: str, version_id: str = "") -> UploadRow | None:
+        r = self._conn.execute("SELECT * FROM uploads WHERE key = ? AND version_id = ?",
+                               (key, version_id)).fetchone()
+        if r is None:
+            return None
+        return UploadRow(r["key"], r["version_id"], r["upload_id"], r["dest_bucket"], r["dest_key"],
+                         r["part_size"], r["source_etag"], r["kind"])
+
+    def uploads(self) -> list[UploadRow]:
+        return [UploadRow(r["key"], r["version_id"], r["upload_id"], r["dest_bucket"], r["dest_key"],
+                          r["part_size"], r["source_etag"], r["kind"])
+                for r in self._conn.execute("SELECT * FROM uploads ORDER BY key")]
+
+    def record_parts(self, upload_id: str, parts: Iterable[PartResult]) -> None:
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO parts (upload_id, part_number, etag, size) VALUES (?, ?, ?, ?)",
+                [(upload_id, p.part_number, p.etag, p.size) for p in parts])
+
+    def parts_for(self, upload_id: str) -> list[PartResult]:
+        return [PartResult(r[0], r[1], r[2]) for r in self._conn.execute(
+            "SELECT part_number, etag, size FROM parts WHERE upload_id = ? ORDER BY part_number", (upload_id,))]
+
+    def finish_upload(self, key: str, version_id: str, upload_id: str) -> None:
+        """Forget an upload once completed or aborted."""
+        with self._tx():
+            self._conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            self._conn.execute("DELETE FROM uploads WHERE key = ? AND version_id = ? AND upload_id = ?",
+                               (key, version_id, upload_id))
+
+    # --- run history ----------------------------------------------------------------------------------
+
+    def begin_run(self) -> int:
+        with self._tx():
+            cur = self._conn.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
+            return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
+        with self._tx():
+            self._conn.execute("UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?",
+                               (time.time(), exit_code, json.dumps(summary, sort_keys=True), run_id))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error (the connection is in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")

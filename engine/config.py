@@ -1,0 +1,447 @@
+"""Configuration: TOML validated once into frozen dataclasses; every error reads `section.key: what is wrong`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from workers.errors import ConfigError
+from workers.keys import load_key_file
+from workers.model import Encryption, Location, Mode, SecretKey
+from workers.s3 import Endpoint
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART = 5 * MiB
+MAX_PART = 5 * GiB
+
+
+class Verify(StrEnum):
+    HEAD = "head"   # HeadObject after every write: mode, key, size must match
+    NONE = "none"   # trust the write response (faster, not recommended)
+
+
+class Noncurrent(StrEnum):
+    KEEP = "keep"
+    REPORT = "report"
+    REENCRYPT = "reencrypt"
+    DELETE = "delete"
+
+
+class UpdateInPlace(StrEnum):
+    AUTO = "auto"
+    NEVER = "never"
+
+
+class CseKeyring(StrEnum):
+    KMS = "kms"
+    AES = "aes"
+    RSA = "rsa"
+
+
+@dataclass(frozen=True, slots=True)
+class CseTarget:
+    """`[target] mode = "cse"`: how new client-side objects are written."""
+
+    keyring: CseKeyring
+    format: str = "v3"
+    kms_key_id: str | None = None
+    encryption_context: Mapping[str, str] = field(default_factory=dict)
+    aes_key: SecretKey | None = field(default=None, repr=False)
+    public_key_pem: bytes | None = field(default=None, repr=False)
+    public_key_file: str | None = None
+    material_description: Mapping[str, str] = field(default_factory=dict)
+    instruction_file: bool = False
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this target distinct, without key material (for the config fingerprint)."""
+        return {
+            "keyring": self.keyring.value, "format": self.format, "kms_key_id": self.kms_key_id,
+            "context": dict(self.encryption_context),
+            "aes_key_md5": self.aes_key.md5_b64 if self.aes_key else None,
+            "public_key_sha256": hashlib.sha256(self.public_key_pem).hexdigest() if self.public_key_pem else None,
+            "matdesc": dict(self.material_description), "instruction_file": self.instruction_file,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCse:
+    """`[source.cse]`: keys that open client-side source objects."""
+
+    aes_keys: tuple[SecretKey, ...] = field(default=(), repr=False)
+    rsa_private_keys_pem: tuple[bytes, ...] = field(default=(), repr=False)
+    rsa_private_key_files: tuple[str, ...] = ()
+    encryption_context: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    location: Location
+    endpoint: Endpoint
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sse_c_key: SecretKey | None = field(default=None, repr=False)
+    cse: SourceCse = field(default_factory=SourceCse)
+    manifest: str | None = None
+    manifest_trust_encryption: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    location: Location
+    endpoint: Endpoint
+    in_place: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    mode: Mode
+    encryption: Encryption           # the server-side part (for cse: how the ciphertext is stored: none)
+    cse: CseTarget | None = None
+    allow_client_side_decrypt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    checkpoint: Path
+    concurrency: int = 16
+    part_size: int = 16 * MiB
+    multipart_threshold: int = 64 * MiB
+    verify: Verify = Verify.HEAD
+    max_requests_per_second: float | None = None
+    noncurrent: Noncurrent = Noncurrent.KEEP
+    update_in_place: UpdateInPlace = UpdateInPlace.AUTO
+    processes: int = 1
+    max_retries: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Source
+    destination: Destination
+    target: Target
+    kms: Endpoint | None
+    run: RunSettings
+    path: str = ""
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the outcome of a run (not speed settings, not secrets)."""
+        t = self.target
+        ident = {
+            "source": [self.source.endpoint.endpoint_url, self.source.location.bucket,
+                       self.source.location.prefix, list(self.source.include), list(self.source.exclude),
+                       self.source.manifest],
+            "destination": [self.destination.endpoint.endpoint_url, self.destination.location.bucket,
+                            self.destination.location.prefix],
+            "target": [t.mode.value, t.encryption.kms_key_id, t.encryption.bucket_key,
+                       dict(t.encryption.context or {}), t.encryption.key_md5,
+                       t.cse.identity() if t.cse else None, t.allow_client_side_decrypt],
+            "noncurrent": self.run.noncurrent.value,
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+    def describe_target(self) -> str:
+        t = self.target
+        if t.mode == Mode.CSE and t.cse:
+            return f"cse ({t.cse.format}, {t.cse.keyring.value})"
+        if t.mode in (Mode.SSE_KMS, Mode.DSSE_KMS):
+            return f"{t.mode.value} ({t.encryption.kms_key_id})"
+        if t.mode == Mode.SSE_C:
+            return f"sse-c (key MD5 {t.encryption.key_md5})"
+        return t.mode.value
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
+
+_ALLOWED: dict[str, set[str]] = {
+    "source": {"bucket", "prefix", "include", "exclude", "endpoint_url", "region", "profile", "ca_bundle",
+               "sse_c_key_file", "cse", "manifest", "manifest_trust_encryption"},
+    "source.cse": {"aes_key_files", "rsa_private_key_files", "encryption_context"},
+    "destination": {"bucket", "prefix", "endpoint_url", "region", "profile", "ca_bundle"},
+    "target": {"mode", "kms_key_id", "bucket_key", "encryption_context", "sse_c_key_file", "keyring",
+               "key_file", "public_key_file", "material_description", "format", "instruction_file",
+               "allow_client_side_decrypt"},
+    "kms": {"endpoint_url", "region", "profile", "ca_bundle"},
+    "run": {"checkpoint", "concurrency", "part_size", "multipart_threshold", "verify",
+            "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries"},
+}
+
+
+def parse_size(value: Any, where: str) -> int:
+    """`64MiB`, `8 MB`, `1g` or a plain integer of bytes (binary units either way)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a size like \"64MiB\", got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            unit = (m.group(2) or "").upper()[:1]
+            return int(float(m.group(1)) * _UNITS[unit if unit != "B" else "B"])
+    raise ConfigError(f"{where}: expected a size like \"64MiB\", got {value!r}")
+
+
+class _Section:
+    """Typed access to one TOML table, every error naming `section.key`."""
+
+    def __init__(self, name: str, data: Any) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: must be a table")
+        unknown = sorted(set(data) - _ALLOWED.get(name, set()))
+        if unknown:
+            raise ConfigError(f"{name}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_ALLOWED[name]))})")
+        self.name = name
+        self.data: dict[str, Any] = data
+
+    def where(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.data.get(key, default)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self.where(key)}: required")
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)}: expected a string, got {type(value).__name__}")
+        if required and not value:
+            raise ConfigError(f"{self.where(key)}: must not be empty")
+        return value
+
+    def flag(self, key: str, default: bool | None = None) -> bool | None:
+        value = self.data.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{self.where(key)}: expected true or false, got {value!r}")
+        return value
+
+    def number(self, key: str, default: int, *, minimum: int = 1, maximum: int = 1 << 30) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.where(key)}: expected a whole number, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self.where(key)}: must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self.where(key)}: expected a list of strings")
+        return tuple(value)
+
+    def str_map(self, key: str) -> dict[str, str] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{self.where(key)}: expected a table of strings")
+        return dict(value)
+
+    def choice(self, key: str, enum: type[StrEnum], default: str | None = None) -> Any:
+        value = self.text(key, default, required=default is None)
+        try:
+            return enum(value or "")
+        except ValueError:
+            allowed = ", ".join(f'"{e.value}"' for e in enum)
+            raise ConfigError(f"{self.where(key)}: unknown value {value!r} (one of {allowed})") from None
+
+
+def _endpoint(sec: _Section, max_connections: int) -> Endpoint:
+    ca = sec.text("ca_bundle")
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"{sec.where('ca_bundle')}: no such file: {ca}")
+    url = sec.text("endpoint_url")
+    if url and not re.match(r"^https?://", url):
+        raise ConfigError(f"{sec.where('endpoint_url')}: must start with http:// or https://, got {url!r}")
+    return Endpoint(endpoint_url=url, region=sec.text("region"), profile=sec.text("profile"),
+                    ca_bundle=ca, max_connections=max_connections)
+
+
+def _key(sec: _Section, key: str, base: Path) -> SecretKey | None:
+    path = sec.text(key)
+    if not path:
+        return None
+    return _load_key(_resolve(path, base), sec.where(key))
+
+
+def _load_key(path: str, where: str) -> SecretKey:
+    try:
+        return load_key_file(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _read_pem(path: str, where: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise ConfigError(f"{where}: {path} is not a PEM file")
+    return data
+
+
+def _target(sec: _Section, base: Path) -> Target:
+    mode = sec.choice("mode", Mode)
+    if mode == Mode.NONE:
+        raise ConfigError(f"{sec.where('mode')}: \"none\" is not a target (rekey encrypts, it does not decrypt "
+                          f"server-side objects to plaintext)")
+    kms_key_id = sec.text("kms_key_id")
+    context = sec.str_map("encryption_context")
+    bucket_key = sec.flag("bucket_key")
+    sse_c_key = _key(sec, "sse_c_key_file", base)
+    allow_decrypt = bool(sec.flag("allow_client_side_decrypt", False))
+    if mode in (Mode.SSE_KMS, Mode.DSSE_KMS) and not kms_key_id:
+        raise ConfigError(f"{sec.where('kms_key_id')}: required when mode = \"{mode.value}\"")
+    if mode == Mode.SSE_C and sse_c_key is None:
+        raise ConfigError(f"{sec.where('sse_c_key_file')}: required when mode = \"sse-c\"")
+    if mode != Mode.SSE_C and sse_c_key is not None:
+        raise ConfigError(f"{sec.where('sse_c_key_file')}: only valid with mode = \"sse-c\"")
+    if mode != Mode.CSE:
+        for k in ("keyring", "key_file", "public_key_file", "material_description", "format", "instruction_file"):
+            if k in sec.data:
+                raise ConfigError(f"{sec.where(k)}: only valid with mode = \"cse\"")
+        if bucket_key is not None and mode != Mode.SSE_KMS:
+            raise ConfigError(f"{sec.where('bucket_key')}: only valid with mode = \"sse-kms\"")
+        if context and mode != Mode.SSE_KMS:
+            raise ConfigError(f"{sec.where('encryption_context')}: only valid with mode = \"sse-kms\" or \"cse\"")
+        enc = Encryption(mode, kms_key_id=kms_key_id, bucket_key=bucket_key, context=context,
+                         sse_c_key=sse_c_key)
+        return Target(mode, enc, None, allow_decrypt)
+    keyring = sec.choice("keyring", CseKeyring)
+    fmt = sec.text("format", "v3") or "v3"
+    if fmt not in ("v2", "v3"):
+        raise ConfigError(f"{sec.where('format')}: unknown value {fmt!r} (one of \"v3\", \"v2\")")
+    matdesc = sec.str_map("material_description") or {}
+    aes_key = public_pem = None
+    public_file = None
+    if keyring == CseKeyring.KMS:
+        if not kms_key_id:
+            raise ConfigError(f"{sec.where('kms_key_id')}: required when keyring = \"kms\"")
+        if context and "aws:x-amz-cek-alg" in context:
+            raise ConfigError(f"{sec.where('encryption_context')}: \"aws:x-amz-cek-alg\" is reserved")
+    elif keyring == CseKeyring.AES:
+        aes_key = _key(sec, "key_file", base)
+        if aes_key is None:
+            raise ConfigError(f"{sec.where('key_file')}: required when keyring = \"aes\"")
+    else:
+        public_file = sec.text("public_key_file")
+        if not public_file:
+            raise ConfigError(f"{sec.where('public_key_file')}: required when keyring = \"rsa\"")
+        public_file = _resolve(public_file, base)
+        public_pem = _read_pem(public_file, sec.where("public_key_file"))
+    cse = CseTarget(keyring=keyring, format=fmt, kms_key_id=kms_key_id, encryption_context=context or {},
+                    aes_key=aes_key, public_key_pem=public_pem, public_key_file=public_file,
+                    material_description=matdesc, instruction_file=bool(sec.flag("instruction_file", False)))
+    return Target(mode, Encryption(Mode.NONE), cse, allow_decrypt)
+
+
+def _source_cse(data: Any, base: Path) -> SourceCse:
+    sec = _Section("source.cse", data)
+    aes = tuple(_load_key(_resolve(p, base), sec.where("aes_key_files"))
+                for p in sec.str_list("aes_key_files"))
+    rsa_files = tuple(_resolve(p, base) for p in sec.str_list("rsa_private_key_files"))
+    rsa = tuple(_read_pem(p, sec.where("rsa_private_key_files")) for p in rsa_files)
+    return SourceCse(aes, rsa, rsa_files, sec.str_map("encryption_context"))
+
+
+def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str = "") -> Config:
+    """Validate a parsed TOML document. `base` resolves relative file paths (the config's folder)."""
+    base = base or Path.cwd()
+    unknown = sorted(set(data) - {"source", "destination", "target", "kms", "run"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (allowed: source, destination, target, kms, run)")
+    if "source" not in data:
+        raise ConfigError("source: required section")
+    if "target" not in data:
+        raise ConfigError("target: required section")
+    run_sec = _Section("run", data.get("run"))
+    concurrency = run_sec.number("concurrency", 16, maximum=1024)
+    part_size = parse_size(run_sec.data.get("part_size", 16 * MiB), "run.part_size")
+    if not MIN_PART <= part_size <= MAX_PART:
+        raise ConfigError(f"run.part_size: must be between 5MiB and 5GiB, got {part_size} bytes")
+    threshold = parse_size(run_sec.data.get("multipart_threshold", 64 * MiB), "run.multipart_threshold")
+    if threshold < 0 or threshold > MAX_PART:
+        raise ConfigError(f"run.multipart_threshold: must be at most 5GiB, got {threshold} bytes")
+    rps = run_sec.data.get("max_requests_per_second")
+    if rps is not None and (isinstance(rps, bool) or not isinstance(rps, (int, float)) or rps <= 0):
+        raise ConfigError(f"run.max_requests_per_second: expected a positive number, got {rps!r}")
+    checkpoint = run_sec.text("checkpoint", "rekey.sqlite") or "rekey.sqlite"
+    run = RunSettings(
+        checkpoint=Path(_resolve(checkpoint, base)),
+        concurrency=concurrency,
+        part_size=part_size,
+        multipart_threshold=threshold,
+        verify=run_sec.choice("verify", Verify, "head"),
+        max_requests_per_second=float(rps) if rps is not None else None,
+        noncurrent=run_sec.choice("noncurrent", Noncurrent, "keep"),
+        update_in_place=run_sec.choice("update_in_place", UpdateInPlace, "auto"),
+        processes=run_sec.number("processes", 1, maximum=64),
+        max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
+    )
+    pool = concurrency * 2 + 8
+    src_data = data["source"]
+    src = _Section("source", src_data)
+    source = Source(
+        location=Location(str(src.text("bucket", required=True)), src.text("prefix", "") or ""),
+        endpoint=_endpoint(src, pool),
+        include=src.str_list("include"),
+        exclude=src.str_list("exclude"),
+        sse_c_key=_key(src, "sse_c_key_file", base),
+        cse=_source_cse(src.data.get("cse"), base),
+        manifest=_resolve(m, base) if (m := src.text("manifest")) else None,
+        manifest_trust_encryption=bool(src.flag("manifest_trust_encryption", False)),
+    )
+    if source.manifest and not Path(source.manifest).is_file():
+        raise ConfigError(f"source.manifest: no such file: {source.manifest}")
+    if "destination" in data:
+        dst = _Section("destination", data["destination"])
+        bucket = dst.text("bucket") or source.location.bucket
+        prefix = dst.text("prefix")
+        endpoint = _endpoint(dst, pool) if dst.text("endpoint_url") or dst.text("profile") else source.endpoint
+        dst_prefix = source.location.prefix if prefix is None else prefix
+        in_place = (bucket == source.location.bucket and dst_prefix == source.location.prefix
+                    and endpoint.endpoint_url == source.endpoint.endpoint_url)
+        destination = Destination(Location(bucket, dst_prefix), endpoint, in_place)
+    else:
+        destination = Destination(source.location, source.endpoint, True)
+    target = _target(_Section("target", data["target"]), base)
+    kms = None
+    if "kms" in data:
+        k = _Section("kms", data["kms"])
+        kms = _endpoint(k, pool)
+    return Config(source, destination, target, kms, run, path)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError with a one-line message."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+    return parse_config(data, base=p.resolve().parent, path=str(p))

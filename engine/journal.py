@@ -1,0 +1,69 @@
+"""The checkpoint seen from the event loop: every SQLite call in one worker thread, one at a time.
+
+Implements the workers' `PartJournal` and `Capabilities` hooks on top of `Checkpoint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+
+from engine.checkpoint import Checkpoint, UploadRow
+from workers.job import UploadResume
+from workers.model import ObjectRef, PartResult
+
+T = TypeVar("T")
+
+
+class AsyncCheckpoint:
+    """Runs `Checkpoint` methods in a thread under a limiter of one: a single writer, off the loop."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.sync = checkpoint
+        self._limiter = anyio.CapacityLimiter(1)
+        caps = checkpoint.get_json("capabilities") or {}
+        self._caps: dict[str, bool] = {str(k): bool(v) for k, v in caps.items()}
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with anyio.CancelScope(shield=True):  # a write that started finishes, even when cancelled
+            result: T = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return result
+
+    # --- PartJournal -----------------------------------------------------------------------------
+
+    async def upload_started(self, ref: ObjectRef, *, upload_id: str, dest_bucket: str, dest_key: str,
+                             part_size: int, source_etag: str, kind: str) -> None:
+        await self.run(self.sync.start_upload, UploadRow(ref.key, ref.version_id or "", upload_id, dest_bucket,
+                                                         dest_key, part_size, source_etag, kind))
+
+    async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None:
+        await self.run(self.sync.record_parts, upload_id, list(parts))
+
+    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None:
+        await self.run(self.sync.finish_upload, ref.key, ref.version_id or "", upload_id)
+
+    async def resume_point(self, ref: ObjectRef) -> UploadResume | None:
+        def read() -> UploadResume | None:
+            row = self.sync.upload_for(ref.key, ref.version_id or "")
+            if row is None:
+                return None
+            return UploadResume(row.upload_id, row.part_size, row.source_etag, row.kind,
+                                self.sync.parts_for(row.upload_id))
+        return await self.run(read)
+
+    # --- Capabilities ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> bool | None:
+        return self._caps.get(name)
+
+    async def learn(self, name: str, value: bool) -> None:
+        if self._caps.get(name) == value:
+            return
+        self._caps[name] = value
+        await self.run(self.sync.set_json, "capabilities", dict(self._caps))
+
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        return dict(self._caps)

@@ -1,0 +1,247 @@
+"""One run: preflight, then lister -> bounded stream -> N workers -> result stream -> one checkpoint writer."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine.checkpoint import Checkpoint
+from engine.config import Config
+from engine.journal import AsyncCheckpoint
+from engine.listing import KeyFilter, list_objects
+from engine.progress import Progress
+from engine.retry import Retrier, Throttle
+from workers.errors import ConfigError, FatalError, RekeyError
+from workers.job import Job
+from workers.memory import MemoryBudget
+from workers.migrate import describe_error, migrate_object
+from workers.model import Action, Mode, ObjectRef, Outcome, State
+from workers.probes import UnsafeTargetError, check_bucket, probe_part_copy_into_sse_c, probe_target
+from workers.s3 import S3
+
+FLUSH_EVERY = 64        # outcomes per checkpoint transaction
+FLUSH_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run did, for the summary, the report and the exit code."""
+
+    exit_code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    requests: int = 0
+    throttles: int = 0
+    retries: int = 0
+    min_window: int = 0
+    interrupted: bool = False
+    fatal: str | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict)
+
+
+def check_transport(config: Config) -> None:
+    """SSE-C keys never travel over plain HTTP (AWS refuses it; rekey refuses it everywhere)."""
+    uses_sse_c_src = config.source.sse_c_key is not None
+    uses_sse_c_dst = config.target.mode == Mode.SSE_C
+    if uses_sse_c_src and config.source.endpoint.is_plain_http:
+        raise ConfigError("source.endpoint_url: SSE-C keys are only sent over HTTPS "
+                          f"({config.source.endpoint.endpoint_url} is plain http; AWS refuses SSE-C over HTTP)")
+    if uses_sse_c_dst and config.destination.endpoint.is_plain_http:
+        which = "destination" if config.destination.endpoint is not config.source.endpoint else "source"
+        raise ConfigError(f"{which}.endpoint_url: SSE-C keys are only sent over HTTPS "
+                          f"({config.destination.endpoint.endpoint_url} is plain http; AWS refuses SSE-C over HTTP)")
+
+
+@contextlib.asynccontextmanager
+async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3]]:
+    """Source and destination clients (one client when they share the endpoint)."""
+    async with S3.open(config.source.endpoint) as source:
+        if config.destination.endpoint is config.source.endpoint:
+            yield source, source
+        else:
+            async with S3.open(config.destination.endpoint) as dest:
+                yield source, dest
+
+
+def open_checkpoint(config: Config, *, create: bool = True) -> Checkpoint:
+    return Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(),
+                           description=f"{config.source.location.bucket}/{config.source.location.prefix} -> "
+                                       f"{config.describe_target()}", create=create)
+
+
+def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
+             retrier: Retrier | None) -> Job:
+    run = config.run
+    return Job(
+        source=source, dest=dest, src=config.source.location, dst=config.destination.location,
+        in_place=config.destination.in_place,
+        same_endpoint=config.destination.endpoint is config.source.endpoint
+        or config.destination.endpoint == config.source.endpoint,
+        target=config.target.encryption, source_sse_c_key=config.source.sse_c_key,
+        part_size=run.part_size, multipart_threshold=run.multipart_threshold,
+        part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value == "head",
+        memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
+        journal=acp, retry=retrier, caps=acp,
+    )
+
+
+async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
+    """Buckets exist and are reachable; the target encryption is really applied by this endpoint."""
+    await check_bucket(job.source, job.src.bucket, "source")
+    if job.dst.bucket != job.src.bucket or job.dest is not job.source:
+        await check_bucket(job.dest, job.dst.bucket, "destination")
+    target = config.target
+    if target.mode == Mode.CSE:
+        return
+    name = f"target_applied:{target.mode.value}:{target.encryption.kms_key_id or ''}"
+    if acp.get(name) is not True:
+        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
+        if why is not None:
+            raise UnsafeTargetError(
+                f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
+                "refusing to replace objects with ones it would not protect", bucket=job.dst.bucket, op="probe")
+        await acp.learn(name, True)
+    if target.mode == Mode.SSE_C and acp.get("upload_part_copy_into_sse_c") is None:
+        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
+        await acp.learn("upload_part_copy_into_sse_c", ok)
+
+
+async def process_one(job: Job, ref: ObjectRef) -> Outcome:
+    """migrate_object, with per-object errors turned into outcomes; fatal errors propagate."""
+    try:
+        return await migrate_object(job, ref)
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        state, reason = describe_error(exc)
+        return Outcome(key=ref.key, state=state, action=Action.SKIP if state == State.CHANGED else Action.COPY,
+                       source_mode=None, target_mode=job.target.mode, version_id=ref.version_id,
+                       error=reason, error_kind=type(exc).__name__)
+
+
+class Run:
+    """The task graph of one run."""
+
+    def __init__(self, config: Config, job: Job, acp: AsyncCheckpoint, throttle: Throttle,
+                 progress: Progress) -> None:
+        self.config = config
+        self.job = job
+        self.acp = acp
+        self.throttle = throttle
+        self.progress = progress
+        self.key_filter = KeyFilter.from_config(config)
+
+    async def produce(self, send: MemoryObjectSendStream[ObjectRef]) -> None:
+        cp = self.acp.sync
+        async with send:
+            sent: set[str] = set()
+            for row in await self.acp.run(cp.unfinished):
+                sent.add(row.key)
+                self.progress.discovered(1, row.size)
+                await send.send(row.ref())
+            position, done = await self.acp.run(cp.listing_position)
+            if done:
+                position = ""  # a new pass: picks up new or changed objects; done ones cost nothing
+            async for refs, pos, last in list_objects(self.job.source, self.job.src.bucket, self.key_filter,
+                                                      start_after=position):
+                todo = await self.acp.run(lambda r=refs, p=pos, d=last: cp.add_listed(r, position=p, done=d))
+                for ref in todo:
+                    if ref.key in sent:
+                        continue
+                    self.progress.discovered(1, ref.size)
+                    await send.send(ref)
+
+    async def work(self, recv: MemoryObjectReceiveStream[ObjectRef],
+                   out: MemoryObjectSendStream[Outcome]) -> None:
+        async with recv, out:
+            async for ref in recv:
+                await self.throttle.acquire()
+                try:
+                    outcome = await process_one(self.job, ref)
+                finally:
+                    await self.throttle.release()
+                await out.send(outcome)
+
+    async def write(self, recv: MemoryObjectReceiveStream[Outcome]) -> None:
+        cp = self.acp.sync
+        batch: list[Outcome] = []
+        last = time.monotonic()
+        async with recv:
+            async for outcome in recv:
+                batch.append(outcome)
+                self.progress.finished(outcome)
+                if len(batch) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
+                    await self.acp.run(cp.record_outcomes, batch)
+                    batch, last = [], time.monotonic()
+            if batch:
+                await self.acp.run(cp.record_outcomes, batch)
+
+    async def run(self) -> None:
+        n = self.config.run.concurrency
+        send, recv = anyio.create_memory_object_stream[ObjectRef](n)
+        out_send, out_recv = anyio.create_memory_object_stream[Outcome](n * 4)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.produce, send)
+            for _ in range(n):
+                tg.start_soon(self.work, recv.clone(), out_send.clone())
+            recv.close()
+            out_send.close()
+            tg.start_soon(self.write, out_recv)
+
+
+def first_fatal(exc: BaseException) -> FatalError | None:
+    if isinstance(exc, FatalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = first_fatal(sub)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_migration(config: Config, progress: Progress) -> RunResult:
+    """Run or resume a migration. Fatal errors are raised; per-object errors end up in the checkpoint."""
+    check_transport(config)
+    started = time.monotonic()
+    cp = await anyio.to_thread.run_sync(open_checkpoint, config)
+    acp = AsyncCheckpoint(cp)
+    run_id = await acp.run(cp.begin_run)
+    throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
+    retrier = Retrier(throttle, max_retries=config.run.max_retries)
+    result = RunResult(exit_code=0)
+    try:
+        async with open_clients(config) as (source, dest):
+            job = make_job(config, source, dest, acp, retrier)
+            try:
+                await preflight(config, job, acp)
+                await Run(config, job, acp, throttle, progress).run()
+            except BaseException as exc:
+                fatal = first_fatal(exc)
+                if fatal is not None:
+                    raise fatal from None
+                raise
+            finally:
+                result.requests = source.requests + (dest.requests if dest is not source else 0)
+    finally:
+        progress.close()
+        counts = await acp.run(cp.counts)
+        result.counts = {k: v["objects"] for k, v in counts.items()}
+        result.elapsed = time.monotonic() - started
+        stats = throttle.statistics()
+        result.throttles, result.retries, result.min_window = stats.throttles, stats.retries, stats.min_window
+        result.capabilities = acp.capabilities
+        todo = sum(result.counts.get(s.value, 0) for s in (State.FAILED, State.CHANGED, State.PENDING,
+                                                             State.IN_PROGRESS))
+        result.exit_code = 1 if todo else 0
+        summary: dict[str, Any] = {"counts": result.counts, "requests": result.requests,
+                                   "elapsed": round(result.elapsed, 3)}
+        await acp.run(cp.end_run, run_id, result.exit_code, summary)
+        await acp.run(cp.close)
+    return result

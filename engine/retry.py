@@ -1,0 +1,133 @@
+"""The engine's retry policy and throttle control: capped jittered backoff, AIMD concurrency, rate cap.
+
+botocore retries each request a few times itself; this layer retries a request (a part, a HEAD,
+a copy) only for errors classified retryable, and slows the whole run down when the server throttles.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+
+from workers.errors import EndpointError, RetryableError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleStats:
+    throttles: int
+    retries: int
+    window: int
+    min_window: int
+
+
+class Throttle:
+    """Additive-increase / multiplicative-decrease window on objects in flight, plus an optional
+    request-rate cap. Workers hold a slot per object; requests pass `gate()` first."""
+
+    def __init__(self, max_window: int, *, max_rps: float | None = None) -> None:
+        self.max_window = max(1, max_window)
+        self.window = self.max_window
+        self.min_window_seen = self.window
+        self._in_flight = 0
+        self._cond = anyio.Condition()
+        self._successes = 0
+        self._max_rps = max_rps
+        self._next_slot = 0.0
+        self._pause_until = 0.0
+        self.throttles = 0
+        self.retries = 0
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            while self._in_flight >= self.window:
+                await self._cond.wait()
+            self._in_flight += 1
+
+    async def release(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    async def gate(self) -> None:
+        """Wait for a pause after a throttle, and for the rate cap, before one request."""
+        now = time.monotonic()
+        if self._pause_until > now:
+            await anyio.sleep(self._pause_until - now)
+        if self._max_rps:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / self._max_rps
+            if slot > now:
+                await anyio.sleep(slot - now)
+
+    def on_success(self) -> None:
+        self._successes += 1
+        if self.window < self.max_window and self._successes >= self.window:
+            self._successes = 0
+            self.window += 1
+
+    def on_throttle(self, retry_after: float | None) -> None:
+        self.throttles += 1
+        self._successes = 0
+        self.window = max(1, self.window // 2)
+        self.min_window_seen = min(self.min_window_seen, self.window)
+        if retry_after:
+            self._pause_until = max(self._pause_until, time.monotonic() + min(retry_after, 60.0))
+
+    def statistics(self) -> ThrottleStats:
+        return ThrottleStats(self.throttles, self.retries, self.window, self.min_window_seen)
+
+
+class Retrier:
+    """Retry one request on `RetryableError` (and a lost endpoint) with capped, jittered backoff."""
+
+    def __init__(self, throttle: Throttle, *, max_retries: int = 6, base: float = 0.2, cap: float = 20.0,
+                 endpoint_wait: float = 60.0) -> None:
+        self.throttle = throttle
+        self.max_retries = max_retries
+        self.base = base
+        self.cap = cap
+        self.endpoint_wait = endpoint_wait
+        self._rng = random.Random()
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = self._rng.uniform(0, min(self.cap, self.base * (2 ** attempt)))
+        return max(delay, retry_after or 0.0)
+
+    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        lost_since: float | None = None
+        while True:
+            await self.throttle.gate()
+            try:
+                result = await fn()
+            except RetryableError as exc:
+                if exc.throttled:
+                    self.throttle.on_throttle(exc.retry_after)
+                if attempt >= self.max_retries:
+                    raise
+                self.throttle.retries += 1
+                await anyio.sleep(self.backoff(attempt, exc.retry_after))
+                attempt += 1
+                continue
+            except EndpointError:
+                # The server went away (restart, network): wait for it a while instead of failing
+                # every object; past endpoint_wait the run stops cleanly.
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > self.endpoint_wait:
+                    raise
+                self.throttle.retries += 1
+                await anyio.sleep(min(2.0, self.backoff(attempt, None) + 0.5))
+                attempt = min(attempt + 1, 6)
+                continue
+            self.throttle.on_success()
+            return result

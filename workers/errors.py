@@ -1,0 +1,224 @@
+"""The one error taxonomy of rekey, and the single place S3 errors are classified.
+
+    RekeyError                      every error rekey raises on purpose; carries bucket, key and operation
+    ├── FatalError                  the run cannot go on: stop, exit 3
+    │   ├── ConfigError             bad configuration or key file (exit 2)
+    │   ├── CredentialsError        missing or expired credentials, signature refused
+    │   ├── AccessDeniedError       KMS access denied, bucket not accessible at all
+    │   ├── BucketMissingError      the source or destination bucket does not exist
+    │   ├── EndpointError           endpoint unreachable after botocore's retries
+    │   └── CheckpointError         checkpoint unusable: corrupt, or written under another config
+    ├── ObjectError                 this object fails; it is recorded and the run goes on
+    │   ├── ObjectChangedError      ETag changed or object deleted since planning (412 / 404)
+    │   ├── WrongKeyError           an SSE-C or client-side key does not open this object
+    │   ├── KeyRequiredError        HEAD/GET answered 400 without an SSE-C key: the object needs one
+    │   ├── CorruptObjectError      authentication tag, commitment or format check failed
+    │   ├── VerifyError             the write succeeded but the result is not what was asked
+    │   └── UnsupportedError        the endpoint or the format cannot do this (after fallbacks)
+    └── RetryableError              try again later (throttled, 5xx, reset); retry_after in seconds
+
+Cancellation is never an error: anyio's cancellation exception is re-raised untouched by
+`classify_s3_error`'s callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class RekeyError(Exception):
+    """Base of every error rekey raises on purpose."""
+
+    def __init__(self, message: str, *, bucket: str = "", key: str = "", op: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.bucket = bucket
+        self.key = key
+        self.op = op
+
+    def where(self) -> str:
+        parts = []
+        if self.op:
+            parts.append(self.op)
+        if self.bucket or self.key:
+            parts.append(f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}")
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class FatalError(RekeyError):
+    """The run cannot go on."""
+
+
+class ConfigError(FatalError):
+    """Bad configuration, CLI arguments or key file. Message reads `section.key: what is wrong`."""
+
+
+class CredentialsError(FatalError):
+    pass
+
+
+class AccessDeniedError(FatalError):
+    pass
+
+
+class BucketMissingError(FatalError):
+    pass
+
+
+class EndpointError(FatalError):
+    pass
+
+
+class CheckpointError(FatalError):
+    pass
+
+
+class ObjectError(RekeyError):
+    """This object fails; the run goes on."""
+
+
+class ObjectChangedError(ObjectError):
+    pass
+
+
+class WrongKeyError(ObjectError):
+    pass
+
+
+class KeyRequiredError(ObjectError):
+    pass
+
+
+class CorruptObjectError(ObjectError):
+    pass
+
+
+class VerifyError(ObjectError):
+    pass
+
+
+class UnsupportedError(ObjectError):
+    """The endpoint refuses this form of request (e.g. 501); callers may fall back."""
+
+    def __init__(self, message: str, *, bucket: str = "", key: str = "", op: str = "", code: str = "") -> None:
+        super().__init__(message, bucket=bucket, key=key, op=op)
+        self.code = code
+
+
+class RetryableError(RekeyError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        bucket: str = "",
+        key: str = "",
+        op: str = "",
+        retry_after: float | None = None,
+        throttled: bool = False,
+    ) -> None:
+        super().__init__(message, bucket=bucket, key=key, op=op)
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+     "RequestThrottled", "ProvisionedThroughputExceededException", "503"}
+)
+_RETRY_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
+     "OperationAborted", "500", "502", "503", "504"}
+)
+_CREDENTIAL_CODES = frozenset(
+    {"ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+     "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException"}
+)
+_KMS_DENIED_CODES = frozenset(
+    {"KMS.AccessDeniedException", "KMS.DisabledException", "KMS.NotFoundException",
+     "KMS.KMSInvalidStateException", "AccessDeniedException", "DisabledException",
+     "NotFoundException", "KMSInvalidStateException", "KMS.InvalidKeyUsageException"}
+)
+
+
+def _error_fields(exc: BaseException) -> tuple[str, int, str, Mapping[str, Any]]:
+    response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+    error = response.get("Error", {}) or {}
+    meta = response.get("ResponseMetadata", {}) or {}
+    code = str(error.get("Code", "") or "")
+    status = int(meta.get("HTTPStatusCode", 0) or 0)
+    message = str(error.get("Message", "") or "")
+    headers = meta.get("HTTPHeaders", {}) or {}
+    return code, status, message, headers
+
+
+def _retry_after(headers: Mapping[str, Any]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def classify_s3_error(
+    exc: BaseException, *, op: str, bucket: str = "", key: str = "", sse_c: bool = False,
+) -> RekeyError:
+    """Turn a botocore/aiohttp exception into rekey's taxonomy: code, then status, then type.
+
+    `sse_c` says the request carried an SSE-C key, so a 403 means the key does not match.
+    Message text is never matched. The result never contains request headers (no key material).
+    """
+    if isinstance(exc, RekeyError):
+        return exc
+    code, status, message, headers = _error_fields(exc)
+    where: dict[str, Any] = {"bucket": bucket, "key": key, "op": op}
+    detail = f"{code or status or type(exc).__name__}" + (f" ({message})" if message else "")
+    if code or status:
+        if code in _CREDENTIAL_CODES:
+            return CredentialsError(f"credentials refused: {detail}", **where)
+        if code in _KMS_DENIED_CODES or code.startswith("KMS."):
+            return AccessDeniedError(f"KMS refused the key: {detail}", **where)
+        if code in _THROTTLE_CODES or status in (429, 503):
+            return RetryableError(f"throttled: {detail}", retry_after=_retry_after(headers),
+                                  throttled=True, **where)
+        if code in ("NoSuchBucket",):
+            return BucketMissingError("bucket does not exist", **where)
+        if code in ("NoSuchKey", "NotFound") or status == 404:
+            return ObjectChangedError("object no longer exists", **where)
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectChangedError("object changed since it was planned (ETag mismatch)", **where)
+        if code in ("NotImplemented",) or status == 501:
+            return UnsupportedError(f"endpoint does not implement this: {detail}", code=code or "501",
+                                    **where)
+        if code in _RETRY_CODES or status >= 500:
+            return RetryableError(f"server error: {detail}", retry_after=_retry_after(headers), **where)
+        if sse_c and status in (400, 403):
+            return WrongKeyError(f"SSE-C key refused: {detail}", **where)
+        if status == 400 and op in ("head_object", "get_object") and not code.startswith("Invalid"):
+            return KeyRequiredError("object is SSE-C encrypted and no customer key was sent", **where)
+        if code == "AccessDenied" or status == 403:
+            return ObjectError(f"access denied: {detail}", **where)
+        return ObjectError(detail, **where)
+    # Transport-level failures: botocore already retried them.
+    name = type(exc).__name__
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
+        return EndpointError(f"endpoint unreachable: {name}", **where)
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return CredentialsError("no AWS credentials found (environment, profile or config)", **where)
+    if name in ("SSLError",):
+        return EndpointError(f"TLS failure: {exc}", **where)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name in (
+        "ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError",
+        "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "HTTPClientError",
+    ):
+        return RetryableError(f"connection failed: {name}", **where)
+    if name == "ParamValidationError":
+        # botocore echoes parameter values, which may include key material: keep only the name.
+        return ObjectError("request rejected by botocore's parameter validation", **where)
+    return ObjectError(f"{name}: {exc}", **where)

@@ -1,0 +1,89 @@
+"""What a worker is given to process objects: clients, target, limits, and the engine's hooks.
+
+The hooks (`PartJournal`, `Retrier`, `Capabilities`) are protocols implemented by the engine, so a
+worker can checkpoint parts and retry without importing the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from workers.memory import MemoryBudget
+from workers.model import Encryption, Location, ObjectRef, PartResult, SecretKey
+from workers.s3 import S3
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResume:
+    """A multipart upload started by an earlier run for the same object, with its finished parts."""
+
+    upload_id: str
+    part_size: int
+    source_etag: str
+    kind: str
+    parts: Sequence[PartResult]
+
+
+class PartJournal(Protocol):
+    """Durable record of multipart uploads, so a killed run continues instead of starting again."""
+
+    async def upload_started(self, ref: ObjectRef, *, upload_id: str, dest_bucket: str, dest_key: str,
+                             part_size: int, source_etag: str, kind: str) -> None: ...
+
+    async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None: ...
+
+    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None: ...
+
+    async def resume_point(self, ref: ObjectRef) -> UploadResume | None: ...
+
+
+class Retrier(Protocol):
+    """The engine's retry policy for one part or request: retryable errors only, with backoff."""
+
+    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+
+
+class Capabilities(Protocol):
+    """What an endpoint can do, learned from its answers or a probe, remembered across runs."""
+
+    def get(self, name: str) -> bool | None: ...
+
+    async def learn(self, name: str, value: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything needed to re-encrypt objects from one location to another."""
+
+    source: S3                       # client for the source endpoint
+    dest: S3                         # client for the destination endpoint (may be the same object)
+    src: Location
+    dst: Location
+    in_place: bool                   # same bucket and key: the object is replaced by its re-encrypted self
+    same_endpoint: bool              # server-side copy possible between src and dst
+    target: Encryption               # the server-side encryption every object must end with
+    source_sse_c_key: SecretKey | None = field(default=None, repr=False)
+    part_size: int = 16 * 1024 * 1024
+    multipart_threshold: int = 64 * 1024 * 1024
+    part_concurrency: int = 8        # parts of one object in flight
+    verify: bool = True
+    memory: MemoryBudget | None = None   # bytes of part buffers held in memory
+    journal: PartJournal | None = None
+    retry: Retrier | None = None
+    caps: Capabilities | None = None
+
+    def dest_key(self, key: str) -> str:
+        """The destination key of a source key: the source prefix replaced by the destination prefix."""
+        if self.in_place:
+            return key
+        rest = key[len(self.src.prefix):] if key.startswith(self.src.prefix) else key
+        return self.dst.prefix + rest
+
+    async def retried(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.retry is None:
+            return await fn()
+        return await self.retry(what, fn)

@@ -1,0 +1,134 @@
+"""One multipart upload: create or resume, parts in parallel, journal each part, complete or abort."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from workers.errors import ObjectChangedError, RekeyError
+from workers.job import Job
+from workers.model import ObjectRef, PartResult
+from workers.parts import PartSpan
+
+UploadPart = Callable[[str, PartSpan], Awaitable[PartResult]]
+
+
+async def _resume(job: Job, ref: ObjectRef, *, bucket: str, key: str, kind: str,
+                  part_size: int) -> tuple[str | None, dict[int, PartResult]]:
+    """An earlier upload of this object to continue, with the parts both the journal and S3 agree on."""
+    if job.journal is None:
+        return None, {}
+    point = await job.journal.resume_point(ref)
+    if point is None:
+        return None, {}
+    usable = point.kind == kind and point.part_size == part_size and point.source_etag == ref.etag
+    if usable:
+        try:
+            listed = await job.dest.list_parts(bucket, key, point.upload_id)
+        except RekeyError:
+            usable = False  # NoSuchUpload: aborted or expired meanwhile
+        else:
+            on_server = {p.part_number: p.etag for p in listed}
+            done = {p.part_number: p for p in point.parts if on_server.get(p.part_number) == p.etag}
+            return point.upload_id, done
+    await _abort(job, ref, bucket, key, point.upload_id)
+    return None, {}
+
+
+async def _abort(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str) -> None:
+    """Abort an upload and forget it; shielded so a cancelled run still cleans up."""
+    with anyio.move_on_after(30, shield=True):
+        try:
+            await job.dest.abort_upload(bucket, key, upload_id)
+        except RekeyError:
+            pass  # already gone; `rekey cleanup` lists any leftover
+        if job.journal is not None:
+            await job.journal.upload_ended(ref, upload_id)
+
+
+async def run_multipart(
+    job: Job,
+    ref: ObjectRef,
+    *,
+    bucket: str,
+    key: str,
+    kind: str,
+    part_size: int,
+    spans: Sequence[PartSpan],
+    create_params: Mapping[str, Any],
+    upload_part: UploadPart,
+    complete_params: Mapping[str, Any] | None = None,
+    resumable: bool = True,
+) -> tuple[dict[str, Any], int]:
+    """Upload `spans` with `upload_part` and complete. Returns (complete response, parts reused).
+
+    An upload interrupted by a crash is continued when the journal and ListParts agree on its parts;
+    any failure other than cancellation aborts the upload before the error propagates.
+    """
+    upload_id: str | None = None
+    done: dict[int, PartResult] = {}
+    if resumable:
+        upload_id, done = await _resume(job, ref, bucket=bucket, key=key, kind=kind, part_size=part_size)
+    elif job.journal is not None:
+        point = await job.journal.resume_point(ref)
+        if point is not None:
+            await _abort(job, ref, bucket, key, point.upload_id)
+    if upload_id is None:
+        resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key,
+                                   Bucket=bucket, Key=key, **create_params)
+        upload_id = str(resp["UploadId"])
+        if job.journal is not None:
+            await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
+                                             part_size=part_size, source_etag=ref.etag, kind=kind)
+    reused = len(done)
+    results: dict[int, PartResult] = dict(done)
+    todo = [s for s in spans if s.number not in done]
+    try:
+        limiter = anyio.CapacityLimiter(max(1, job.part_concurrency))
+
+        async def one(span: PartSpan) -> None:
+            async with limiter:
+                part = await upload_part(upload_id, span)
+            results[span.number] = part
+            if job.journal is not None:
+                await job.journal.parts_done(upload_id, [part])
+
+        async with anyio.create_task_group() as tg:
+            for span in todo:
+                tg.start_soon(one, span)
+        parts = [{"PartNumber": n, "ETag": results[n].etag} for n in sorted(results)]
+        resp = await job.dest.call("complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket,
+                                   Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                                   **(complete_params or {}))
+    except anyio.get_cancelled_exc_class():
+        raise  # leave it: the next run continues from the journal
+    except BaseException as exc:
+        await _abort(job, ref, bucket, key, upload_id)
+        if isinstance(exc, BaseExceptionGroup):
+            first = _first_rekey_error(exc)
+            if first is not None:
+                raise first from None
+        raise
+    if job.journal is not None:
+        await job.journal.upload_ended(ref, upload_id)
+    return resp, reused
+
+
+def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
+    """The most telling error of a failed task group: a changed object first, else the first one."""
+    flat: list[RekeyError] = []
+
+    def walk(g: BaseExceptionGroup[Any]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                walk(e)
+            elif isinstance(e, RekeyError):
+                flat.append(e)
+
+    walk(group)
+    for e in flat:
+        if isinstance(e, ObjectChangedError):
+            return e
+    return flat[0] if flat else None

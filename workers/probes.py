@@ -1,0 +1,103 @@
+"""Small checks of what an endpoint really does, on scratch keys, before trusting it with real objects."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from workers import sse
+from workers.errors import (
+    AccessDeniedError,
+    BucketMissingError,
+    FatalError,
+    ObjectChangedError,
+    ObjectError,
+    RekeyError,
+)
+from workers.model import Encryption, Mode
+from workers.s3 import S3
+
+PROBE_MARKER = ".rekey-probe-"
+
+
+class UnsafeTargetError(FatalError):
+    """The endpoint accepts the target encryption but does not apply it."""
+
+
+async def check_bucket(s3: S3, bucket: str, role: str) -> None:
+    """HeadBucket: a missing or inaccessible bucket stops the run before any object is touched."""
+    try:
+        await s3.call("head_bucket", bucket=bucket, Bucket=bucket)
+    except ObjectChangedError:  # 404 on a bucket
+        raise BucketMissingError(f"{role} bucket does not exist", bucket=bucket, op="head_bucket") from None
+    except ObjectError as exc:
+        raise AccessDeniedError(f"{role} bucket is not accessible: {exc.message}", bucket=bucket,
+                                op="head_bucket") from None
+
+
+def probe_key(prefix: str) -> str:
+    return f"{prefix}{PROBE_MARKER}{uuid.uuid4().hex}"
+
+
+async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption) -> str | None:
+    """PUT a scratch object with the target encryption, HEAD it, delete it.
+
+    Returns None when the server applied the encryption, or the reason it did not. An access
+    error (a policy on the scratch key) makes the probe inconclusive: None, and per-object
+    verification still catches a wrong result.
+    """
+    key = probe_key(prefix)
+    read = target if target.mode == Mode.SSE_C else None
+    try:
+        await s3.call("put_object", bucket=bucket, key=key, sse_c=target.mode == Mode.SSE_C, Bucket=bucket,
+                      Key=key, Body=b"rekey probe", **sse.write_params(target))
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        return None if "denied" in exc.message.lower() else f"PutObject with the target encryption failed: {exc}"
+    try:
+        head = await s3.head(bucket, key, read_enc=read)
+        return sse.mismatch(head.encryption, target)
+    finally:
+        try:
+            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+        except RekeyError:
+            pass
+
+
+async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool:
+    """Does UploadPartCopy into an SSE-C destination give a readable object? (SeaweedFS: no.)"""
+    src_key, dst_key = probe_key(prefix), probe_key(prefix)
+    size = 5 * 1024 * 1024 + 64
+    data = os.urandom(size)
+    keyp = sse.customer_key_params(target)
+    try:
+        await s3.call("put_object", bucket=bucket, key=src_key, Bucket=bucket, Key=src_key, Body=data)
+        up = await s3.call("create_multipart_upload", bucket=bucket, key=dst_key, sse_c=True, Bucket=bucket,
+                           Key=dst_key, **sse.write_params(target))
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            for number, (start, end) in enumerate(((0, 5 * 1024 * 1024 - 1), (5 * 1024 * 1024, size - 1)), 1):
+                r = await s3.call("upload_part_copy", bucket=bucket, key=dst_key, sse_c=True, Bucket=bucket,
+                                  Key=dst_key, UploadId=upload_id, PartNumber=number,
+                                  CopySource={"Bucket": bucket, "Key": src_key},
+                                  CopySourceRange=f"bytes={start}-{end}", **keyp)
+                parts.append({"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]})
+            await s3.call("complete_multipart_upload", bucket=bucket, key=dst_key, Bucket=bucket, Key=dst_key,
+                          UploadId=upload_id, MultipartUpload={"Parts": parts}, **keyp)
+        except RekeyError:
+            await s3.abort_upload(bucket, dst_key, upload_id)
+            return False
+        got = await s3.get_range(bucket, dst_key, size - 100, size - 1, read_enc=target)
+        return got == data[-100:]
+    except FatalError:
+        raise
+    except RekeyError:
+        return False
+    finally:
+        for key in (src_key, dst_key):
+            try:
+                await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+            except RekeyError:
+                pass

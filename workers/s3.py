@@ -1,0 +1,287 @@
+"""The S3 client boundary: one aiobotocore client per endpoint, every error classified here once."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+
+from workers import sse
+from workers.errors import RekeyError, classify_s3_error
+from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """How to reach one S3 endpoint. Credentials come from the AWS chain (environment, profile)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    ca_bundle: str | None = None
+    max_connections: int = 64
+    max_attempts: int = 5           # botocore's own retries (connection errors, 5xx, throttles)
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_plain_http(self) -> bool:
+        return bool(self.endpoint_url) and str(self.endpoint_url).lower().startswith("http://")
+
+
+class S3:
+    """A thin async wrapper over one aiobotocore S3 client.
+
+    Each method is one S3 request; failures come out as `RekeyError` subclasses naming bucket, key
+    and operation. Use as `async with S3.open(endpoint) as s3:`.
+    """
+
+    def __init__(self, client: Any, endpoint: Endpoint) -> None:
+        self._client = client
+        self.endpoint = endpoint
+        self.requests = 0  # requests sent, for reports and benchmarks
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, endpoint: Endpoint, *, service: str = "s3") -> AsyncIterator[S3]:
+        session = AioSession(profile=endpoint.profile) if endpoint.profile else AioSession()
+        config = AioConfig(
+            max_pool_connections=endpoint.max_connections,
+            retries={"mode": "standard", "total_max_attempts": endpoint.max_attempts},
+            connect_timeout=endpoint.connect_timeout,
+            read_timeout=endpoint.read_timeout,
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            tcp_keepalive=True,
+        )
+        kwargs: dict[str, Any] = {"config": config, "region_name": endpoint.region or "us-east-1"}
+        if endpoint.endpoint_url:
+            kwargs["endpoint_url"] = endpoint.endpoint_url
+        if endpoint.ca_bundle:
+            kwargs["verify"] = endpoint.ca_bundle
+        try:
+            async with session.create_client(service, **kwargs) as client:
+                yield cls(client, endpoint)
+        except RekeyError:
+            raise
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # e.g. a profile that does not exist
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise classify_s3_error(exc, op="connect") from None
+
+    @property
+    def client(self) -> Any:
+        """The raw aiobotocore client, for the few calls this wrapper does not cover."""
+        return self._client
+
+    async def call(self, op: str, *, bucket: str = "", key: str = "", sse_c: bool = False,
+                   **params: Any) -> dict[str, Any]:
+        """Send one request; classify any failure. `op` is the botocore method name."""
+        self.requests += 1
+        try:
+            result: dict[str, Any] = await getattr(self._client, op)(**params)
+            return result
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op=op, bucket=bucket, key=key, sse_c=sse_c) from None
+
+    # --- listing -------------------------------------------------------------------------------
+
+    async def list_pages(self, bucket: str, prefix: str = "", start_after: str = "",
+                         page_size: int = 1000) -> AsyncIterator[list[ObjectRef]]:
+        """ListObjectsV2 page by page, starting after `start_after` (for resume)."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if token:
+                params["ContinuationToken"] = token
+            elif start_after:
+                params["StartAfter"] = start_after
+            page = await self.call("list_objects_v2", bucket=bucket, key=prefix, **params)
+            refs = [
+                ObjectRef(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=str(item.get("ETag", "")),
+                    last_modified=item["LastModified"].timestamp() if item.get("LastModified") else None,
+                )
+                for item in page.get("Contents", []) or []
+            ]
+            yield refs
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:  # some servers omit it: fall back to StartAfter
+                if not refs:
+                    return
+                start_after, token = refs[-1].key, None
+                params.pop("ContinuationToken", None)
+
+    # --- objects ---------------------------------------------------------------------------------
+
+    async def head(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
+                   version_id: str | None = None, if_match: str | None = None) -> ObjectHead:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, **sse.read_params(read_enc)}
+        if version_id:
+            params["VersionId"] = version_id
+        if if_match:
+            params["IfMatch"] = if_match
+        is_sse_c = read_enc is not None and read_enc.mode == Mode.SSE_C
+        resp = await self.call("head_object", bucket=bucket, key=key, sse_c=is_sse_c, **params)
+        return head_from_response(key, resp)
+
+    async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        resp = await self.call("get_object_tagging", bucket=bucket, key=key, **params)
+        return {t["Key"]: t["Value"] for t in resp.get("TagSet", []) or []}
+
+    async def get_range(self, bucket: str, key: str, start: int, end: int, *,
+                        read_enc: Encryption | None = None, if_match: str | None = None,
+                        version_id: str | None = None) -> bytes:
+        """Bytes [start, end] inclusive. The body is read fully; a short read is retryable."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end}",
+                                  **sse.read_params(read_enc)}
+        if if_match:
+            params["IfMatch"] = if_match
+        if version_id:
+            params["VersionId"] = version_id
+        is_sse_c = read_enc is not None and read_enc.mode == Mode.SSE_C
+        resp = await self.call("get_object", bucket=bucket, key=key, sse_c=is_sse_c, **params)
+        try:
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op="get_object", bucket=bucket, key=key) from None
+        want = end - start + 1
+        if len(data) != want:
+            from workers.errors import RetryableError
+            raise RetryableError(f"short read: got {len(data)} of {want} bytes at offset {start}",
+                                 bucket=bucket, key=key, op="get_object")
+        return data
+
+    async def get_all(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
+                      version_id: str | None = None) -> tuple[bytes, dict[str, Any]]:
+        """Whole body and response (for small objects: instruction files, tests)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, **sse.read_params(read_enc)}
+        if version_id:
+            params["VersionId"] = version_id
+        is_sse_c = read_enc is not None and read_enc.mode == Mode.SSE_C
+        resp = await self.call("get_object", bucket=bucket, key=key, sse_c=is_sse_c, **params)
+        try:
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op="get_object", bucket=bucket, key=key) from None
+        return data, resp
+
+    # --- multipart ---------------------------------------------------------------------------------
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await self.call("abort_multipart_upload", bucket=bucket, key=key,
+                        Bucket=bucket, Key=key, UploadId=upload_id)
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[PartResult]:
+        parts: list[PartResult] = []
+        marker = 0
+        while True:
+            resp = await self.call("list_parts", bucket=bucket, key=key, Bucket=bucket, Key=key,
+                                   UploadId=upload_id, PartNumberMarker=marker)
+            for p in resp.get("Parts", []) or []:
+                parts.append(PartResult(int(p["PartNumber"]), str(p["ETag"]), int(p.get("Size", 0))))
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp.get("NextPartNumberMarker") or 0)
+            if not marker:
+                return parts
+
+    async def list_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str, float | None]]:
+        """(key, upload id, initiated epoch) of incomplete multipart uploads under a prefix."""
+        out: list[tuple[str, str, float | None]] = []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            resp = await self.call("list_multipart_uploads", bucket=bucket, key=prefix, **params)
+            for u in resp.get("Uploads", []) or []:
+                init = u.get("Initiated")
+                out.append((u["Key"], u["UploadId"], init.timestamp() if init else None))
+            if not resp.get("IsTruncated"):
+                return out
+            params["KeyMarker"] = resp.get("NextKeyMarker")
+            params["UploadIdMarker"] = resp.get("NextUploadIdMarker")
+            if not params["KeyMarker"]:
+                return out
+
+
+def _http_date(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "timetuple"):
+        return email.utils.format_datetime(value, usegmt=True)
+    return str(value)
+
+
+def head_from_response(key: str, resp: Mapping[str, Any]) -> ObjectHead:
+    """An `ObjectHead` from a HeadObject (or GetObject) response."""
+    metadata = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
+    expires = resp.get("ExpiresString") or _http_date(resp.get("Expires"))
+    size = resp.get("ContentLength", 0)
+    content_range = resp.get("ContentRange")
+    if content_range and "/" in str(content_range):  # a ranged GET: total size after the slash
+        size = int(str(content_range).rsplit("/", 1)[1])
+    return ObjectHead(
+        key=key,
+        size=int(size),
+        etag=str(resp.get("ETag", "")),
+        encryption=sse.observed(resp),
+        version_id=resp.get("VersionId"),
+        content_type=resp.get("ContentType"),
+        content_encoding=resp.get("ContentEncoding"),
+        content_disposition=resp.get("ContentDisposition"),
+        content_language=resp.get("ContentLanguage"),
+        cache_control=resp.get("CacheControl"),
+        expires=expires,
+        website_redirect=resp.get("WebsiteRedirectLocation"),
+        storage_class=resp.get("StorageClass"),
+        metadata=metadata,
+        parts_count=resp.get("PartsCount"),
+        tag_count=resp.get("TagCount"),
+        last_modified=resp["LastModified"].timestamp() if resp.get("LastModified") else None,
+    )
+
+
+def carried_params(head: ObjectHead, *, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The system and user metadata a copy with REPLACE, a PutObject or a CreateMultipartUpload re-sends."""
+    params: dict[str, Any] = {"Metadata": dict(head.metadata if metadata is None else metadata)}
+    for name, value in (
+        ("ContentType", head.content_type),
+        ("ContentEncoding", head.content_encoding),
+        ("ContentDisposition", head.content_disposition),
+        ("ContentLanguage", head.content_language),
+        ("CacheControl", head.cache_control),
+        ("WebsiteRedirectLocation", head.website_redirect),
+    ):
+        if value:
+            params[name] = value
+    if head.expires:
+        parsed = email.utils.parsedate_to_datetime(head.expires) if "," in head.expires else None
+        if parsed is not None:
+            params["Expires"] = parsed
+    if head.storage_class and head.storage_class != "STANDARD":
+        params["StorageClass"] = head.storage_class
+    return params
