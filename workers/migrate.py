@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from workers import sse
 from workers.errors import (
+    FatalError,
     KeyRequiredError,
     ObjectChangedError,
     ObjectError,
@@ -22,6 +23,7 @@ from workers.stream import stream_copy
 
 # Capability names remembered per run in the checkpoint.
 CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server answered 501
+CAP_COPY_APPLIES = "copy_applies_{src}_to_{dst}"       # False once a copy did not apply the encryption
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ class Plan:
 
 def plan_object(head: ObjectHead, *, target: Encryption, in_place: bool, same_endpoint: bool,
                 multipart_threshold: int, dest: ObjectHead | None = None,
-                part_copy_ok: bool = True) -> Plan:
+                part_copy_ok: bool = True, copy_applies: bool = True) -> Plan:
     """Decide what to do with one object. Pure: no I/O."""
     if in_place and sse.satisfies(head.encryption, target):
         return Plan(Action.SKIP, "already in the target encryption")
@@ -45,6 +47,8 @@ def plan_object(head: ObjectHead, *, target: Encryption, in_place: bool, same_en
         return Plan(Action.SKIP, "destination already holds it in the target encryption")
     if not same_endpoint:
         return Plan(Action.STREAM, "source and destination are different endpoints")
+    if not copy_applies:
+        return Plan(Action.STREAM, "this server's copy does not apply the new encryption to such sources")
     if head.size <= multipart_threshold and head.size <= MAX_SINGLE_COPY:
         return Plan(Action.COPY, "server-side CopyObject")
     if not part_copy_ok:
@@ -85,33 +89,45 @@ async def head_dest(job: Job, ref: ObjectRef) -> ObjectHead | None:
         return None
 
 
-async def verify_written(job: Job, key: str, size: int) -> ObjectHead:
-    """HeadObject on the result: mode, KMS key, SSE-C key MD5 and size must be what was asked."""
+async def check_written(job: Job, key: str, size: int) -> tuple[ObjectHead, str | None]:
+    """HeadObject on the result; returns it with the reason it is not what was asked, or None."""
     read = job.target if job.target.mode == Mode.SSE_C else None
     head = await job.retried(f"verify {key}", lambda: job.dest.head(job.dst.bucket, key, read_enc=read))
     why = sse.mismatch(head.encryption, job.target)
     if why is None and head.size != size:
         why = f"size is {head.size}, source had {size}"
-    if why:
-        raise VerifyError(f"written object is not as asked: {why}", bucket=job.dst.bucket, key=key,
-                          op="verify")
-    return head
+    return head, why
+
+
+def _verify_error(job: Job, key: str, why: str) -> VerifyError:
+    return VerifyError(f"written object is not as asked: {why}", bucket=job.dst.bucket, key=key, op="verify")
 
 
 async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
-    """Everything that happens to one object. Per-object errors propagate as `ObjectError`;
-    the engine turns them into outcomes and decides on retries."""
+    """Everything that happens to one object. Errors before the source is known propagate; later
+    per-object errors come back as a failed or changed outcome that names the source mode."""
     head = await head_source(job, ref)
     ref = ObjectRef(ref.key, head.size, head.etag, ref.version_id or head.version_id, ref.last_modified)
+    base = Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=head.encryption.mode,
+                   target_mode=job.target.mode, version_id=ref.version_id)
+    try:
+        return await _migrate_known(job, ref, head, base)
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        state, reason = describe_error(exc)
+        return replace(base, state=state, error=reason, error_kind=type(exc).__name__)
+
+
+async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome) -> Outcome:
     source_mode = head.encryption.mode
     dest = None if job.in_place else await head_dest(job, ref)
-    part_copy_ok = _part_copy_ok(job, head)
     plan = plan_object(head, target=job.target, in_place=job.in_place, same_endpoint=job.same_endpoint,
-                       multipart_threshold=job.multipart_threshold, dest=dest, part_copy_ok=part_copy_ok)
-    base = Outcome(key=ref.key, state=State.SKIPPED, action=plan.action, source_mode=source_mode,
-                   target_mode=job.target.mode, version_id=ref.version_id)
+                       multipart_threshold=job.multipart_threshold, dest=dest,
+                       part_copy_ok=_part_copy_ok(job, head), copy_applies=_copy_applies(job, head))
+    base = replace(base, action=plan.action)
     if plan.action == Action.SKIP:
-        return _replace(base, error=None, new_etag=head.etag if job.in_place else None)
+        return replace(base, new_etag=head.etag if job.in_place else None)
     action, copied, through = plan.action, 0, 0
     if action == Action.MULTIPART_COPY:
         try:
@@ -123,16 +139,37 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
     elif action == Action.COPY:
         await copy_object(job, ref, head)
         copied = head.size
+    dest_key = job.dest_key(ref.key)
+    if action != Action.STREAM and job.verify:
+        written, why = await check_written(job, dest_key, head.size)
+        if why is None:
+            return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=written.etag)
+        if written.size != head.size or written.encryption.mode not in (source_mode, job.target.mode):
+            raise _verify_error(job, dest_key, why)
+        # The server copied the data but did not apply the new encryption (SeaweedFS keeps the old
+        # KMS key on an SSE-KMS to SSE-KMS copy): remember that, and stream this object instead.
+        await _learn(job, CAP_COPY_APPLIES.format(src=source_mode.value, dst=job.target.mode.value), False)
+        if job.in_place:  # the object is now our copy: same bytes, new ETag
+            head = await head_source(job, ref)
+            ref = replace(ref, etag=head.etag)
+        action, copied = Action.STREAM, 0
     if action == Action.STREAM:
         through = (await stream_copy(job, ref, head)).bytes_through_client
-    dest_key = job.dest_key(ref.key)
+    new_etag = None
     if job.verify:
-        written = await verify_written(job, dest_key, head.size)
+        written, why = await check_written(job, dest_key, head.size)
+        if why is not None:
+            raise _verify_error(job, dest_key, why)
         new_etag = written.etag
-    else:
-        new_etag = None
-    return _replace(base, state=State.DONE, action=action, bytes_copied=copied, bytes_through_client=through,
-                    new_etag=new_etag)
+    return replace(base, state=State.DONE, action=action, bytes_copied=copied, bytes_through_client=through,
+                   new_etag=new_etag)
+
+
+def _copy_applies(job: Job, head: ObjectHead) -> bool:
+    if job.caps is None:
+        return True
+    name = CAP_COPY_APPLIES.format(src=head.encryption.mode.value, dst=job.target.mode.value)
+    return job.caps.get(name) is not False
 
 
 def _part_copy_ok(job: Job, head: ObjectHead) -> bool:
@@ -147,11 +184,6 @@ def _part_copy_ok(job: Job, head: ObjectHead) -> bool:
 async def _learn(job: Job, name: str, value: bool) -> None:
     if job.caps is not None:
         await job.caps.learn(name, value)
-
-
-def _replace(o: Outcome, **changes: object) -> Outcome:
-    from dataclasses import replace
-    return replace(o, **changes)  # type: ignore[arg-type]
 
 
 def describe_error(exc: RekeyError) -> tuple[State, str]:

@@ -59,6 +59,7 @@ LEGACY_KMS_CONTEXT_KEY = "kms_cmk_id"
 _V3_WRAP_CODES = {"12": WrapAlg.KMS_CONTEXT, "02": WrapAlg.AES_GCM, "22": WrapAlg.RSA_OAEP_SHA1}
 _V3_CODE_BY_WRAP = {v: k for k, v in _V3_WRAP_CODES.items()}
 
+_LEGACY_WRAP_NAMES = {w.value: w for w in WrapAlg if w is not WrapAlg.ENCRYPTION_ONLY}
 _V1_ONLY = frozenset({"x-amz-key"})
 _V2_ONLY = frozenset({"x-amz-key-v2"})
 _V12_KEYS = frozenset({"x-amz-key", "x-amz-key-v2", "x-amz-iv", "x-amz-matdesc", "x-amz-wrap-alg",
@@ -269,14 +270,8 @@ def _parse_v12(md: Mapping[str, str], fmt: CseFormat, from_file: bool) -> Envelo
     if content is ContentAlg.AES_GCM_COMMIT:
         raise CorruptObjectError(f"{fmt.value.upper()} object names the V3 content algorithm")
     wrap_text = md.get("x-amz-wrap-alg")
-    try:
-        if wrap_text is None and fmt is CseFormat.V1:
-            wrap = WrapAlg.ENCRYPTION_ONLY
-        else:
-            wrap = WrapAlg(wrap_text or "")
-    except ValueError:
-        raise CorruptObjectError(f"unknown wrapping algorithm x-amz-wrap-alg={wrap_text!r}") from None
-    if wrap is WrapAlg.ENCRYPTION_ONLY and wrap_text is not None:
+    wrap = _LEGACY_WRAP_NAMES.get(wrap_text) if wrap_text is not None else WrapAlg.ENCRYPTION_ONLY
+    if wrap is None:
         raise CorruptObjectError(f"unknown wrapping algorithm x-amz-wrap-alg={wrap_text!r}")
     tag_length: int | None = None
     if content is ContentAlg.AES_GCM:
