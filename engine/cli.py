@@ -151,13 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules that add commands: each has `register(subparsers, commands)` adding its parser and handler.
+COMMAND_MODULES = ("engine.verify", "engine.cleanup", "engine.audit", "engine.policy", "engine.benchcmd")
+
+
 def extend_parser(sub: Any) -> None:
-    """Commands added by other modules (verify, cleanup, audit, policy, bench) register here."""
-    for register in _EXTENSIONS:
-        register(sub, COMMANDS)
-
-
-_EXTENSIONS: list[Callable[[Any, dict[str, Callable[[argparse.Namespace], int]]], None]] = []
+    import importlib
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # not built yet
+        module.register(sub, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
