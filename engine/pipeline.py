@@ -12,18 +12,19 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.checkpoint import Checkpoint
-from engine.config import Config
+from engine.config import Config, CseKeyring
 from engine.journal import AsyncCheckpoint
 from engine.listing import KeyFilter, list_objects
 from engine.progress import Progress
 from engine.retry import Retrier, Throttle
+from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError, RekeyError
-from workers.job import Job
+from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
 from workers.migrate import describe_error, migrate_object
 from workers.model import Action, Mode, ObjectRef, Outcome, State
 from workers.probes import UnsafeTargetError, check_bucket, probe_part_copy_into_sse_c, probe_target
-from workers.s3 import S3
+from workers.s3 import S3, Endpoint
 
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
 FLUSH_SECONDS = 0.5
@@ -59,14 +60,55 @@ def check_transport(config: Config) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3]]:
-    """Source and destination clients (one client when they share the endpoint)."""
-    async with S3.open(config.source.endpoint) as source:
-        if config.destination.endpoint is config.source.endpoint:
-            yield source, source
+async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3, S3 | None]]:
+    """Source, destination (the same client when they share the endpoint) and KMS when client-side
+    encryption may be involved."""
+    async with contextlib.AsyncExitStack() as stack:
+        source = await stack.enter_async_context(S3.open(config.source.endpoint))
+        dest = source
+        if config.destination.endpoint is not config.source.endpoint:
+            dest = await stack.enter_async_context(S3.open(config.destination.endpoint))
+        kms = None
+        if needs_kms(config):
+            endpoint = config.kms or Endpoint(region=config.source.endpoint.region)
+            kms = await stack.enter_async_context(S3.open(endpoint, service="kms"))
+        yield source, dest, kms
+
+
+def needs_kms(config: Config) -> bool:
+    t = config.target
+    return t.mode == Mode.CSE or t.allow_client_side_decrypt or config.kms is not None
+
+
+def cse_settings(config: Config, kms: S3 | None) -> CseSettings | None:
+    """Keyrings for a run: the target's, and every configured key that may open a client-side source."""
+    t = config.target
+    if not needs_kms(config) and not config.source.cse.aes_keys and not config.source.cse.rsa_private_keys_pem:
+        return None
+    target: Keyring | None = None
+    if t.cse is not None:
+        if t.cse.keyring == CseKeyring.KMS:
+            if kms is None:
+                raise ConfigError("kms: a KMS endpoint is needed for keyring = \"kms\"")
+            target = KmsKeyring(kms, t.cse.kms_key_id or "", dict(t.cse.encryption_context))
+        elif t.cse.keyring == CseKeyring.AES:
+            assert t.cse.aes_key is not None
+            target = AesKeyring(t.cse.aes_key, dict(t.cse.material_description) or None)
         else:
-            async with S3.open(config.destination.endpoint) as dest:
-                yield source, dest
+            target = RsaKeyring(t.cse.public_key_pem, None, dict(t.cse.material_description) or None)
+    src = config.source.cse
+    sources: list[Keyring] = []
+    if kms is not None:
+        ctx = dict(src.encryption_context) if src.encryption_context is not None else None
+        sources.append(KmsKeyring(kms, "", ctx))
+    sources += [AesKeyring(k) for k in src.aes_keys]
+    sources += [RsaKeyring(None, pem) for pem in src.rsa_private_keys_pem]
+    if isinstance(target, AesKeyring):
+        sources.append(target)
+    fmt = CseFormat(t.cse.format) if t.cse else CseFormat.V3
+    return CseSettings(target=target, target_format=fmt, instruction_file=bool(t.cse and t.cse.instruction_file),
+                       source=MultiKeyring(sources) if sources else None,
+                       allow_decrypt=t.allow_client_side_decrypt)
 
 
 def open_checkpoint(config: Config, *, create: bool = True) -> Checkpoint:
@@ -76,7 +118,7 @@ def open_checkpoint(config: Config, *, create: bool = True) -> Checkpoint:
 
 
 def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
-             retrier: Retrier | None) -> Job:
+             retrier: Retrier | None, kms: S3 | None = None) -> Job:
     run = config.run
     return Job(
         source=source, dest=dest, src=config.source.location, dst=config.destination.location,
@@ -87,7 +129,7 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         part_size=run.part_size, multipart_threshold=run.multipart_threshold,
         part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value == "head",
         memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
-        journal=acp, retry=retrier, caps=acp,
+        journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms),
     )
 
 
@@ -217,8 +259,8 @@ async def run_migration(config: Config, progress: Progress) -> RunResult:
     retrier = Retrier(throttle, max_retries=config.run.max_retries)
     result = RunResult(exit_code=0)
     try:
-        async with open_clients(config) as (source, dest):
-            job = make_job(config, source, dest, acp, retrier)
+        async with open_clients(config) as (source, dest, kms):
+            job = make_job(config, source, dest, acp, retrier, kms)
             try:
                 await preflight(config, job, acp)
                 await Run(config, job, acp, throttle, progress).run()

@@ -41,8 +41,8 @@ class PlanSummary:
 async def plan_run(config: Config) -> PlanSummary:
     check_transport(config)
     summary = PlanSummary()
-    async with open_clients(config) as (source, dest):
-        job = make_job(config, source, dest, None, None)
+    async with open_clients(config) as (source, dest, kms):
+        job = make_job(config, source, dest, None, None, kms)
         await check_bucket(source, job.src.bucket, "source")
         limiter = anyio.CapacityLimiter(config.run.concurrency)
 

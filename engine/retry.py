@@ -15,6 +15,7 @@ from typing import TypeVar
 import anyio
 
 from workers.errors import EndpointError, RetryableError
+from workers.s3 import sdk_retry_listener
 
 T = TypeVar("T")
 
@@ -102,11 +103,18 @@ class Retrier:
         delay = self._rng.uniform(0, min(self.cap, self.base * (2 ** attempt)))
         return max(delay, retry_after or 0.0)
 
+    def _sdk_retry(self, error: RetryableError) -> None:
+        """botocore is about to retry an attempt itself: count it, and slow down on a throttle."""
+        self.throttle.retries += 1
+        if error.throttled:
+            self.throttle.on_throttle(error.retry_after)
+
     async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         lost_since: float | None = None
         while True:
             await self.throttle.gate()
+            token = sdk_retry_listener.set(self._sdk_retry)
             try:
                 result = await fn()
             except RetryableError as exc:
@@ -129,5 +137,7 @@ class Retrier:
                 await anyio.sleep(min(2.0, self.backoff(attempt, None) + 0.5))
                 attempt = min(attempt + 1, 6)
                 continue
+            finally:
+                sdk_retry_listener.reset(token)
             self.throttle.on_success()
             return result

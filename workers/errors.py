@@ -166,6 +166,25 @@ def _retry_after(headers: Mapping[str, Any]) -> float | None:
         return None
 
 
+class _AnsweredError(Exception):
+    """A parsed error response seen without an exception (one attempt botocore is about to retry)."""
+
+    def __init__(self, response: Mapping[str, Any]) -> None:
+        super().__init__("error response")
+        self.response = response
+
+
+def classify_attempt(response: Mapping[str, Any] | None, exc: BaseException | None, *, op: str) -> RekeyError | None:
+    """Classify one failed attempt inside botocore's retry loop: a parsed error response or a transport
+    exception. None when the attempt succeeded (no exception, status below 300)."""
+    if exc is not None:
+        return classify_s3_error(exc, op=op)
+    status = int(((response or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode", 0) or 0)
+    if response is None or (status < 300 and not response.get("Error")):
+        return None
+    return classify_s3_error(_AnsweredError(response), op=op)
+
+
 def classify_s3_error(
     exc: BaseException, *, op: str, bucket: str = "", key: str = "", sse_c: bool = False,
 ) -> RekeyError:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from workers.cse import CseFormat, Keyring
 from workers.memory import MemoryBudget
 from workers.model import Encryption, Location, ObjectRef, PartResult, SecretKey
 from workers.s3 import S3
@@ -56,6 +57,17 @@ class Capabilities(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class CseSettings:
+    """Client-side keys of a run: how new objects are wrapped, and what opens old ones."""
+
+    target: Keyring | None = field(default=None, repr=False)   # None: the target is server-side
+    target_format: CseFormat = CseFormat.V3
+    instruction_file: bool = False
+    source: Keyring | None = field(default=None, repr=False)   # opens client-side sources
+    allow_decrypt: bool = False                                 # client-side -> server-side allowed
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """Everything needed to re-encrypt objects from one location to another."""
 
@@ -75,6 +87,7 @@ class Job:
     journal: PartJournal | None = None
     retry: Retrier | None = None
     caps: Capabilities | None = None
+    cse: CseSettings | None = None
 
     def dest_key(self, key: str) -> str:
         """The destination key of a source key: the source prefix replaced by the destination prefix."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from workers import sse
+from workers.cse import ContentAlg, Envelope, Keyring, detect_format, is_instruction_file, needs_instruction_file
+from workers.cse_transfer import already_under_target, delete_instruction, load_envelope, rewrap, transfer, verify_cse
 from workers.errors import (
     FatalError,
     KeyRequiredError,
@@ -15,7 +17,7 @@ from workers.errors import (
     VerifyError,
     WrongKeyError,
 )
-from workers.job import Job
+from workers.job import CseSettings, Job
 from workers.model import Action, Encryption, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
 from workers.serverside import copy_object, multipart_copy
@@ -120,6 +122,17 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
 
 
 async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome) -> Outcome:
+    if is_instruction_file(head.metadata):
+        return replace(base, error=None, action=Action.SKIP, source_mode=Mode.CSE)  # moves with its object
+    cse = job.cse
+    cse_target = cse is not None and cse.target is not None
+    env = None
+    if cse is not None or detect_format(head.metadata) or needs_instruction_file(head.metadata):
+        env = await load_envelope(job, ref, head, look_for_file=cse_target)
+    if env is not None or cse_target:
+        return await _migrate_cse(job, ref, head, replace(base, source_mode=Mode.CSE if env else base.source_mode,
+                                                          target_mode=Mode.CSE if cse_target else job.target.mode),
+                                  env)
     source_mode = head.encryption.mode
     dest = None if job.in_place else await head_dest(job, ref)
     plan = plan_object(head, target=job.target, in_place=job.in_place, same_endpoint=job.same_endpoint,
@@ -163,6 +176,57 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
         new_etag = written.etag
     return replace(base, state=State.DONE, action=action, bytes_copied=copied, bytes_through_client=through,
                    new_etag=new_etag)
+
+
+async def _migrate_cse(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome, env: Envelope | None) -> Outcome:
+    """Client-side source or target: encrypt, decrypt, re-encrypt or re-wrap."""
+    cse = job.cse or CseSettings()
+    dest_key = job.dest_key(ref.key)
+    plain_size = head.size - 16 if env is not None and env.content_alg != ContentAlg.AES_CBC else head.size
+    if cse.target is None:  # client-side -> server-side
+        if not cse.allow_decrypt:
+            return replace(base, action=Action.REFUSE, error="client-side encrypted: decrypting it into "
+                           f"{job.target.mode.value} needs [target] allow_client_side_decrypt = true")
+        assert env is not None
+        key = await _source_keyring(job, cse).unwrap(env)
+        result = await transfer(job, ref, head, decrypt_with=key, source_env=env, encrypt=None)
+        new_etag = None
+        if job.verify:
+            written, why = await check_written(job, dest_key, plain_size)
+            if why is not None:
+                raise _verify_error(job, dest_key, why)
+            new_etag = written.etag
+        if env.from_instruction_file and job.in_place:
+            await delete_instruction(job, ref.key)
+        return replace(base, state=State.DONE, action=Action.STREAM, bytes_through_client=result.bytes_through_client,
+                       plaintext_sha256=result.plaintext_sha256, new_etag=new_etag)
+    if env is None:  # plain or server-side -> client-side
+        result = await transfer(job, ref, head, decrypt_with=None, source_env=None, encrypt=cse)
+        action = Action.STREAM
+    elif await already_under_target(cse, env):
+        if job.in_place:
+            return replace(base, action=Action.SKIP, new_etag=head.etag)
+        result = await rewrap(job, ref, head, env, replace(cse, source=cse.target))  # copied as it is
+        action = Action.REWRAP
+    elif env.format == cse.target_format and env.content_alg != ContentAlg.AES_CBC:
+        result = await rewrap(job, ref, head, env, replace(cse, source=_source_keyring(job, cse)))
+        action = Action.REWRAP
+    else:  # another format (V2 -> V3, CBC): decrypt and encrypt again
+        key = await _source_keyring(job, cse).unwrap(env)
+        result = await transfer(job, ref, head, decrypt_with=key, source_env=env, encrypt=cse)
+        action = Action.STREAM
+    new_etag = result.new_etag
+    if job.verify:
+        new_etag = (await verify_cse(job, cse, dest_key, plain_size)).etag
+    return replace(base, state=State.DONE, action=action, bytes_through_client=result.bytes_through_client,
+                   plaintext_sha256=result.plaintext_sha256, new_etag=new_etag)
+
+
+def _source_keyring(job: Job, cse: CseSettings) -> Keyring:
+    if cse.source is None:
+        raise WrongKeyError("client-side encrypted and no [source.cse] keys or [kms] are configured to open it",
+                            bucket=job.src.bucket, op="unwrap")
+    return cse.source
 
 
 def _copy_applies(job: Job, head: ObjectHead) -> bool:

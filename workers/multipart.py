@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -132,3 +134,72 @@ def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
         if isinstance(e, ObjectChangedError):
             return e
     return flat[0] if flat else None
+
+
+SendPart = Callable[[int, bytes], Awaitable[None]]
+
+
+async def run_ordered_upload(
+    job: Job,
+    ref: ObjectRef,
+    *,
+    bucket: str,
+    key: str,
+    kind: str,
+    part_size: int,
+    create_params: Mapping[str, Any],
+    produce: Callable[[SendPart], Awaitable[object]],
+    part_params: Mapping[str, Any] | None = None,
+    complete_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A multipart upload whose parts are produced in order (a GCM stream): `produce` calls
+    `send_part(number, data)` for each; uploads run in parallel behind it, bounded by the job's
+    part concurrency. Never resumed (the cipher state cannot be rebuilt): an earlier upload of the
+    same object is aborted first. Any failure in `produce` (a bad tag) aborts the upload."""
+    if job.journal is not None:
+        point = await job.journal.resume_point(ref)
+        if point is not None:
+            await _abort(job, ref, bucket, key, point.upload_id)
+    resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key,
+                               **create_params)
+    upload_id = str(resp["UploadId"])
+    if job.journal is not None:
+        await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
+                                         part_size=part_size, source_etag=ref.etag, kind=kind)
+    results: dict[int, str] = {}
+    slots = anyio.Semaphore(max(1, job.part_concurrency))
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def upload(number: int, data: bytes) -> None:
+                try:
+                    md5 = base64.b64encode(await anyio.to_thread.run_sync(lambda: hashlib.md5(data).digest())
+                                           ).decode("ascii")
+                    r = await job.retried(f"part {number} of {key}", lambda: job.dest.call(
+                        "upload_part", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
+                        PartNumber=number, Body=data, ContentMD5=md5, **(part_params or {})))
+                    results[number] = str(r["ETag"])
+                finally:
+                    slots.release()
+
+            async def send_part(number: int, data: bytes) -> None:
+                await slots.acquire()
+                tg.start_soon(upload, number, data)
+
+            await produce(send_part)
+        parts = [{"PartNumber": n, "ETag": results[n]} for n in sorted(results)]
+        done: dict[str, Any] = await job.dest.call(
+            "complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": parts}, **(complete_params or {}))
+    except anyio.get_cancelled_exc_class():
+        raise
+    except BaseException as exc:
+        await _abort(job, ref, bucket, key, upload_id)
+        if isinstance(exc, BaseExceptionGroup):
+            first = _first_rekey_error(exc)
+            if first is not None:
+                raise first from None
+        raise
+    if job.journal is not None:
+        await job.journal.upload_ended(ref, upload_id)
+    return done

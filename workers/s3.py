@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from workers import sse
-from workers.errors import RekeyError, classify_s3_error
+from workers.errors import RekeyError, RetryableError, classify_attempt, classify_s3_error
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 
 
@@ -34,6 +35,24 @@ class Endpoint:
     @property
     def is_plain_http(self) -> bool:
         return bool(self.endpoint_url) and str(self.endpoint_url).lower().startswith("http://")
+
+
+# Told about every failed attempt botocore retries by itself (throttles above all), which would otherwise
+# never reach the engine's throttle. Set by the engine's retrier around each request it sends.
+sdk_retry_listener: ContextVar[Callable[[RetryableError], None] | None] = ContextVar(
+    "sdk_retry_listener", default=None)
+
+
+def _on_attempt(response: Any = None, caught_exception: BaseException | None = None,
+                operation: Any = None, **_: Any) -> None:
+    """botocore `needs-retry` handler: report a retryable failed attempt; never changes botocore's decision."""
+    listener = sdk_retry_listener.get()
+    if listener is None:
+        return
+    parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else None
+    error = classify_attempt(parsed, caught_exception, op=str(getattr(operation, "name", "") or ""))
+    if isinstance(error, RetryableError):
+        listener(error)
 
 
 class S3:
@@ -69,6 +88,7 @@ class S3:
             kwargs["verify"] = endpoint.ca_bundle
         try:
             async with session.create_client(service, **kwargs) as client:
+                client.meta.events.register(f"needs-retry.{service}", _on_attempt)
                 yield cls(client, endpoint)
         except RekeyError:
             raise

@@ -89,7 +89,7 @@ class KmsKeyring:
     accepts any stored context: KMS itself still checks the stored map against the ciphertext.
     """
 
-    __slots__ = ("_context", "_kms", "key_id")
+    __slots__ = ("_context", "_kms", "key_id", "last_key_id")
 
     def __init__(self, kms: KmsClient, key_id: str, context: Mapping[str, str] | None = None) -> None:
         if context is not None:
@@ -98,6 +98,7 @@ class KmsKeyring:
                 raise ConfigError(f"encryption context: {', '.join(reserved)} is reserved for the S3EC")
         self._kms = kms
         self.key_id = key_id
+        self.last_key_id = ""  # the KMS key that unwrapped the latest data key (for "already right" checks)
         self._context = dict(context) if context is not None else None
 
     @property
@@ -154,8 +155,10 @@ class KmsKeyring:
             raise WrongKeyError(f"a KMS keyring cannot unwrap {env.wrap_alg.value}")
         self._check_context(env)
         try:
-            resp = await self._kms.call("decrypt", KeyId=self.key_id, CiphertextBlob=env.encrypted_data_key,
-                                        EncryptionContext=dict(env.description))
+            key_arg = {"KeyId": self.key_id} if self.key_id else {}  # symmetric blobs name their key
+            resp = await self._kms.call("decrypt", CiphertextBlob=env.encrypted_data_key,
+                                        EncryptionContext=dict(env.description), **key_arg)
+            self.last_key_id = str(resp.get("KeyId") or "")
         except ObjectError as exc:
             # The KMS boundary classified the failure already; these two codes mean "not this key/context".
             if type(exc) is ObjectError and exc.message.startswith(

@@ -1,0 +1,310 @@
+"""Client-side encryption of one object: encrypt, decrypt, re-encrypt (one GCM stream) or re-wrap the data key.
+
+A GCM stream cannot restart mid-object, and the data key is never written to the checkpoint, so an
+interrupted client-side upload is aborted and the object starts again on the next run (its finished
+parts are not reused). The multipart upload is completed only after the source's tag verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+
+from workers import sse
+from workers.cse import (
+    GCM_MAX_PLAINTEXT,
+    INSTRUCTION_SUFFIX,
+    S3EC_KEYS,
+    ContentAlg,
+    ContentDecryptor,
+    ContentEncryptor,
+    Envelope,
+    Keyring,
+    KmsKeyring,
+    MultiKeyring,
+    detect_format,
+    dump_instruction_file,
+    envelope_to_metadata,
+    instruction_object_metadata,
+    load_instruction_file,
+    needs_instruction_file,
+    new_data_key,
+    parse_envelope,
+    rewrap_envelope,
+)
+from workers.errors import ObjectChangedError, ObjectError, RekeyError, VerifyError
+from workers.job import CseSettings, Job
+from workers.model import ObjectHead, ObjectRef, SecretKey
+from workers.multipart import SendPart, run_ordered_upload
+from workers.parts import adjust_part_size
+from workers.s3 import carried_params
+from workers.stream import content_md5, read_range, reserved, source_read_enc
+
+TAG_LEN = 16
+_OFFLOAD = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CseResult:
+    bytes_through_client: int
+    plaintext_sha256: str | None
+    new_etag: str | None = None
+
+
+def user_metadata(head: ObjectHead) -> dict[str, str]:
+    """The object's own metadata, without the S3EC envelope keys."""
+    return {k: v for k, v in head.metadata.items() if k not in S3EC_KEYS}
+
+
+async def load_envelope(job: Job, ref: ObjectRef, head: ObjectHead, *, look_for_file: bool) -> Envelope | None:
+    """The client-side envelope of a source object, from its metadata or its instruction file; None if plain."""
+    fmt = detect_format(head.metadata)
+    instruction: dict[str, str] | None = None
+    if needs_instruction_file(head.metadata) or (fmt is None and look_for_file):
+        try:
+            body, _ = await job.retried(f"instruction {ref.key}", lambda: job.source.get_all(
+                job.src.bucket, ref.key + INSTRUCTION_SUFFIX))
+        except ObjectChangedError:  # 404: no instruction file
+            if fmt is None and not needs_instruction_file(head.metadata):
+                return None
+            raise ObjectError("client-side object's instruction file is missing", bucket=job.src.bucket,
+                              key=ref.key + INSTRUCTION_SUFFIX, op="get_object") from None
+        instruction = load_instruction_file(body)
+    if fmt is None and instruction is None:
+        return None
+    return parse_envelope(head.metadata, instruction)
+
+
+async def already_under_target(settings: CseSettings, env: Envelope) -> bool:
+    """Is a client-side source already wrapped by the target keyring in the target format?"""
+    target = settings.target
+    if target is None or env.format != settings.target_format or not target.can_unwrap(env):
+        return False
+    try:
+        await target.unwrap(env)
+    except RekeyError:
+        return False
+    if isinstance(target, KmsKeyring):
+        return sse.kms_key_matches(target.key_id, target.last_key_id)
+    return True
+
+
+class Transform:
+    """In-order bytes transform: optional decrypt, then optional encrypt; SHA-256 of the plaintext."""
+
+    def __init__(self, decryptor: ContentDecryptor | None, encryptor: ContentEncryptor | None) -> None:
+        self._dec = decryptor
+        self._enc = encryptor
+        self._sha = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> bytes:
+        plain = self._dec.update(chunk) if self._dec else chunk
+        self._sha.update(plain)
+        return self._enc.update(plain) if self._enc else plain
+
+    def finish(self) -> bytes:
+        tail = self._dec.finalize() if self._dec else b""  # raises CorruptObjectError on a bad tag
+        self._sha.update(tail)
+        out = self._enc.update(tail) if self._enc else tail
+        return out + (self._enc.finalize() if self._enc else b"")
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+async def _run(fn: Callable[[], bytes], size: int) -> bytes:
+    return await anyio.to_thread.run_sync(fn) if size > _OFFLOAD else fn()
+
+
+async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, part_size: int,
+                   send: SendPart) -> int:
+    """Read the source in order (a few ranged GETs ahead), transform, cut into parts, send them."""
+    spans = [(s, min(s + part_size, head.size) - 1) for s in range(0, head.size, part_size)]
+    ready: dict[int, bytes] = {}
+    events = [anyio.Event() for _ in spans]
+    ahead = anyio.Semaphore(max(2, job.part_concurrency // 2))
+    out = bytearray()
+    number = 0
+    async with anyio.create_task_group() as tg:
+
+        async def fetch(i: int) -> None:
+            start, end = spans[i]
+            ready[i] = await read_range(job, ref, head, start, end)
+            events[i].set()
+
+        async def feeder() -> None:
+            for i in range(len(spans)):
+                await ahead.acquire()
+                tg.start_soon(fetch, i)
+
+        tg.start_soon(feeder)
+        for i in range(len(spans)):
+            await events[i].wait()
+            chunk = ready.pop(i)
+            ahead.release()
+            async with reserved(job, len(chunk)):
+                out += await _run(lambda c=chunk: transform.update(c), len(chunk))  # type: ignore[misc]
+            while len(out) >= part_size:
+                number += 1
+                await send(number, bytes(out[:part_size]))
+                del out[:part_size]
+    out += transform.finish()
+    if out or number == 0:
+        number += 1
+        await send(number, bytes(out))
+    return number
+
+
+async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: SecretKey | None,
+                   source_env: Envelope | None, encrypt: CseSettings | None) -> CseResult:
+    """Stream one object through rekey: decrypt a client-side source and/or encrypt for a client-side target."""
+    dest_key = job.dest_key(ref.key)
+    decryptor = ContentDecryptor.for_envelope(decrypt_with, source_env) if decrypt_with and source_env else None
+    plain_size = head.size - TAG_LEN if source_env is not None and source_env.content_alg != ContentAlg.AES_CBC \
+        else head.size
+    meta = user_metadata(head)
+    encryptor = None
+    instruction: dict[str, str] | None = None
+    if encrypt is not None and encrypt.target is not None:
+        if plain_size > GCM_MAX_PLAINTEXT:
+            raise ObjectError(f"{plain_size} bytes is over the {GCM_MAX_PLAINTEXT}-byte limit of one GCM stream",
+                              bucket=job.src.bucket, key=ref.key, op="encrypt")
+        data_key = new_data_key()
+        wrapped = await encrypt.target.wrap(data_key, encrypt.target_format)
+        encryptor = ContentEncryptor(data_key, encrypt.target_format)
+        env = encryptor.envelope(wrapped)
+        await check_unwraps(encrypt.target, env, data_key, job, dest_key)
+        obj_meta, instruction = envelope_to_metadata(env, instruction_file=encrypt.instruction_file)
+        meta.update(obj_meta)
+        server_side: dict[str, Any] = {}
+    else:
+        server_side = sse.write_params(job.target)
+    transform = Transform(decryptor, encryptor)
+    tags = await job.retried(f"tags {ref.key}", lambda: job.source.get_tags(job.src.bucket, ref.key,
+                                                                          ref.version_id))
+    create = {**carried_params(head, metadata=meta), **server_side,
+              **({"Tagging": urlencode(tags)} if tags else {})}
+    overwrites_source_file = job.in_place and source_env is not None and source_env.from_instruction_file
+    if instruction is not None and not overwrites_source_file:
+        # First: a crash after the data write must never leave data whose key is nowhere.
+        await put_instruction(job, dest_key, instruction)
+    try:
+        result = await _write(job, ref, head, transform, create, dest_key, plain_size)
+    except BaseException:
+        if instruction is not None and not overwrites_source_file and not job.in_place:
+            with anyio.CancelScope(shield=True):
+                await _forget_instruction(job, dest_key)
+        raise
+    if instruction is not None and overwrites_source_file:
+        # The source's own instruction file can only be replaced once its data is replaced.
+        await put_instruction(job, dest_key, instruction)
+    return result
+
+
+async def _forget_instruction(job: Job, dest_key: str) -> None:
+    try:
+        await delete_instruction(job, dest_key)
+    except RekeyError:
+        pass
+
+
+async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: dict[str, Any],
+                 dest_key: str, plain_size: int) -> CseResult:
+    key_params = sse.customer_key_params(job.target)  # SSE-C target: every UploadPart carries the key
+    if head.size <= job.multipart_threshold:
+        async with reserved(job, head.size * 2):
+            body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
+            data = await _run(lambda: transform.update(body) + transform.finish(), len(body))
+            md5 = await content_md5(data)
+            resp = await job.retried(f"put {dest_key}", lambda: job.dest.call(
+                "put_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key,
+                Body=data, ContentMD5=md5, **create))
+        return CseResult(head.size + len(data), transform.sha256, str(resp.get("ETag") or ""))
+    part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
+    resp = await run_ordered_upload(
+        job, ref, bucket=job.dst.bucket, key=dest_key, kind="cse", part_size=part_size, create_params=create,
+        produce=lambda send: _produce(job, ref, head, transform, part_size, send),
+        part_params=key_params, complete_params=key_params)
+    return CseResult(2 * head.size, transform.sha256, str(resp.get("ETag") or ""))
+
+
+async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> None:
+    """Never write an object whose data key the configured keyring cannot unwrap (when it can try)."""
+    if not keyring.can_unwrap(env):
+        return  # an RSA keyring with only the public key cannot check itself
+    got = await keyring.unwrap(env)
+    if got.raw != data_key.raw:
+        raise VerifyError("the target keyring does not unwrap the data key it wrapped", bucket=job.dst.bucket,
+                          key=key, op="wrap")
+
+
+async def put_instruction(job: Job, dest_key: str, instruction: dict[str, str]) -> None:
+    body = dump_instruction_file(instruction)
+    key = dest_key + INSTRUCTION_SUFFIX
+    await job.retried(f"put {key}", lambda: job.dest.call(
+        "put_object", bucket=job.dst.bucket, key=key, Bucket=job.dst.bucket, Key=key, Body=body,
+        ContentType="application/json", Metadata=instruction_object_metadata()))
+
+
+async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, settings: CseSettings) -> CseResult:
+    """New wrapping of the same data key; the ciphertext is not read. In place, a metadata-only copy."""
+    assert settings.target is not None and settings.source is not None
+    new_env = await rewrap_envelope(env, settings.source, settings.target, settings.target_format)
+    obj_meta, instruction = envelope_to_metadata(new_env, instruction_file=settings.instruction_file)
+    dest_key = job.dest_key(ref.key)
+    if instruction is not None:
+        await put_instruction(job, dest_key, instruction)
+    meta = {**user_metadata(head), **obj_meta}
+    new_etag = head.etag
+    if not job.in_place or meta != head.metadata:
+        source: dict[str, Any] = {"Bucket": job.src.bucket, "Key": ref.key}
+        if ref.version_id:
+            source["VersionId"] = ref.version_id
+        resp = await job.retried(f"rewrap {ref.key}", lambda: job.dest.call(
+            "copy_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key,
+            CopySource=source, CopySourceIfMatch=head.etag, MetadataDirective="REPLACE",
+            TaggingDirective="COPY", **carried_params(head, metadata=meta)))
+        new_etag = str(resp.get("CopyObjectResult", {}).get("ETag") or "")
+    if instruction is None and env.from_instruction_file and job.in_place:
+        await delete_instruction(job, ref.key)
+    return CseResult(0, None, new_etag)
+
+
+async def delete_instruction(job: Job, key: str) -> None:
+    """Remove a source's instruction file once the object no longer needs it (after verification)."""
+    name = key + INSTRUCTION_SUFFIX
+    await job.retried(f"delete {name}", lambda: job.dest.call(
+        "delete_object", bucket=job.dst.bucket, key=name, Bucket=job.dst.bucket, Key=name))
+
+
+async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size: int) -> ObjectHead:
+    """The written object parses as client-side, its size fits, and the target keyring opens its data key."""
+    head = await job.retried(f"verify {dest_key}", lambda: job.dest.head(job.dst.bucket, dest_key))
+    ref = ObjectRef(dest_key, head.size, head.etag)
+    src_view = Job(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
+                   target=job.target, retry=job.retry)
+    env = await load_envelope(src_view, ref, head, look_for_file=settings.instruction_file)
+    if env is None:
+        raise VerifyError("written object carries no client-side envelope", bucket=job.dst.bucket, key=dest_key,
+                          op="verify")
+    if head.size != plain_size + TAG_LEN:
+        raise VerifyError(f"size is {head.size}, expected {plain_size + TAG_LEN}", bucket=job.dst.bucket,
+                          key=dest_key, op="verify")
+    if settings.target is not None and settings.target.can_unwrap(env):
+        key = await settings.target.unwrap(env)
+        ContentDecryptor.for_envelope(key, env)  # checks the V3 key commitment
+    return head
+
+
+def source_keyring(keyrings: list[Keyring]) -> Keyring | None:
+    return MultiKeyring(keyrings) if keyrings else None
+
+
+__all__ = ["CseResult", "CseSettings", "already_under_target", "load_envelope", "rewrap", "source_read_enc",
+           "transfer", "verify_cse"]
