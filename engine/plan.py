@@ -6,13 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from engine.config import Config
 from engine.listing import KeyFilter, list_objects
 from engine.pipeline import check_transport, make_job, open_clients
+from workers.cse import detect_format, is_instruction_file, needs_instruction_file
 from workers.errors import FatalError, RekeyError
+from workers.job import Job
 from workers.migrate import head_dest, head_source, plan_object
-from workers.model import ObjectRef
+from workers.model import Action, Mode, ObjectHead, ObjectRef
 from workers.probes import check_bucket
 
 
@@ -44,29 +47,52 @@ async def plan_run(config: Config) -> PlanSummary:
     async with open_clients(config) as (source, dest, kms):
         job = make_job(config, source, dest, None, None, kms)
         await check_bucket(source, job.src.bucket, "source")
-        limiter = anyio.CapacityLimiter(config.run.concurrency)
 
         async def one(ref: ObjectRef) -> None:
-            async with limiter:
-                try:
-                    head = await head_source(job, ref)
-                    dst = None if job.in_place else await head_dest(job, ref)
-                except FatalError:
-                    raise
-                except RekeyError as exc:
-                    summary.add("unknown", "fail", ref.size)
-                    summary.errors.append((ref.key, str(exc)))
+            try:
+                head = await head_source(job, ref)
+                if is_instruction_file(head.metadata):
                     return
-            plan = plan_object(head, target=job.target, in_place=job.in_place,
-                               same_endpoint=job.same_endpoint,
-                               multipart_threshold=job.multipart_threshold, dest=dst)
-            summary.add(head.encryption.mode.value, plan.action.value, head.size)
+                client_side = detect_format(head.metadata) is not None or needs_instruction_file(head.metadata)
+                dst = None if job.in_place or client_side else await head_dest(job, ref)
+            except FatalError:
+                raise
+            except RekeyError as exc:
+                summary.add("unknown", "fail", ref.size)
+                summary.errors.append((ref.key, str(exc)))
+                return
+            mode, action = plan_one(job, head, dst, client_side)
+            summary.add(mode, action, head.size)
 
+        async def worker(recv: MemoryObjectReceiveStream[ObjectRef]) -> None:
+            async with recv:
+                async for ref in recv:
+                    await one(ref)
+
+        send, recv = anyio.create_memory_object_stream[ObjectRef](config.run.concurrency)
         async with anyio.create_task_group() as tg:
-            async for refs, _pos, _last in list_objects(source, job.src.bucket, KeyFilter.from_config(config)):
-                for ref in refs:
-                    tg.start_soon(one, ref)
+            for _ in range(config.run.concurrency):
+                tg.start_soon(worker, recv.clone())
+            recv.close()
+            async with send:
+                async for refs, _pos, _last in list_objects(source, job.src.bucket, KeyFilter.from_config(config)):
+                    for ref in refs:
+                        await send.send(ref)
     return summary
+
+
+def plan_one(job: Job, head: ObjectHead, dst: ObjectHead | None, client_side: bool) -> tuple[str, str]:
+    """(source mode, action) for the plan table; client-side decisions are named without unwrapping keys."""
+    cse = job.cse
+    if client_side:
+        if cse is None or cse.target is None:
+            return Mode.CSE.value, (Action.STREAM if cse and cse.allow_decrypt else Action.REFUSE).value
+        return Mode.CSE.value, "rewrap-or-skip"
+    if cse is not None and cse.target is not None:
+        return head.encryption.mode.value, Action.STREAM.value
+    plan = plan_object(head, target=job.target, in_place=job.in_place, same_endpoint=job.same_endpoint,
+                       multipart_threshold=job.multipart_threshold, dest=dst)
+    return head.encryption.mode.value, plan.action.value
 
 
 def plan_text(summary: PlanSummary) -> str:
