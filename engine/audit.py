@@ -212,7 +212,7 @@ async def audit_objects(scope: AuditScope) -> tuple[list[AuditRecord], int]:
             async for item in receive:
                 records.append(await inspect(s3, scope, item))
 
-        async with anyio.create_task_group() as tg, receive:
+        async with receive, anyio.create_task_group() as tg:  # receive closes after the workers end
             tg.start_soon(lister)
             for _ in range(scope.concurrency):
                 tg.start_soon(worker)
@@ -414,6 +414,8 @@ def scope_from_args(args: argparse.Namespace) -> AuditScope:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_FAILED, EXIT_OK, _run_async
+    if args.concurrency < 1:
+        raise ConfigError("audit.concurrency: must be at least 1")
     if args.json and args.csv:
         raise ConfigError("audit: --json and --csv are exclusive")
     if (args.before or args.after) and not args.chart:

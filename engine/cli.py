@@ -24,13 +24,16 @@ T = TypeVar("T")
 log = logging.getLogger("rekey")
 
 
-def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """anyio.run on uvloop where available (falls back to the default loop)."""
     try:
         import uvloop  # noqa: F401
         return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": True})
     except ImportError:
         return anyio.run(fn)
+
+
+_run_async = run_async  # older name, used by command modules
 
 
 def _err(message: str) -> None:
@@ -60,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.report import build_report, summary_text, write_json
     config = _load(args)
     progress = Progress(enabled=False if args.quiet else None)
-    result = _run_async(lambda: run_migration(config, progress))
+    result = run_async(lambda: run_migration(config, progress))
     from engine.pipeline import open_checkpoint
     cp = open_checkpoint(config, create=False)
     try:
@@ -77,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from engine.plan import plan_run, plan_text
     config = _load(args)
-    summary = _run_async(lambda: plan_run(config))
+    summary = run_async(lambda: plan_run(config))
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
     else:

@@ -86,18 +86,14 @@ class S3:
             kwargs["endpoint_url"] = endpoint.endpoint_url
         if endpoint.ca_bundle:
             kwargs["verify"] = endpoint.ca_bundle
-        try:
-            async with session.create_client(service, **kwargs) as client:
-                client.meta.events.register(f"needs-retry.{service}", _on_attempt)
-                yield cls(client, endpoint)
-        except RekeyError:
-            raise
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:  # e.g. a profile that does not exist
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(session.create_client(service, **kwargs))
+            except anyio.get_cancelled_exc_class():
                 raise
-            raise classify_s3_error(exc, op="connect") from None
+            except Exception as exc:  # e.g. a profile that does not exist
+                raise classify_s3_error(exc, op="connect") from None
+            yield cls(client, endpoint)  # errors of the caller's block pass through untouched
 
     @property
     def client(self) -> Any:
