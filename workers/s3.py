@@ -14,7 +14,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from workers import sse
-from workers.errors import RekeyError, RetryableError, classify_attempt, classify_s3_error
+from workers.errors import RetryableError, classify_attempt, classify_s3_error
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 
 
