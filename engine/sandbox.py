@@ -43,7 +43,7 @@ START_TIMEOUT = 30.0   # seconds for each of moto and SeaweedFS to become usable
 STOP_TIMEOUT = 10.0    # seconds between SIGTERM and SIGKILL (SeaweedFS sometimes ignores SIGTERM)
 # Ports `weed mini` binds whatever its flags say: a second instance on the machine would collide on these.
 WEED_FIXED_PORTS = (9333, 19333, 8888, 18888, 9340, 19340, 18333, 23646, 33646)
-_GRPC_SOCKETS = "/tmp/seaweedfs-*-grpc-*.sock"
+_GRPC_SOCKETS = "/tmp/seaweedfs-*.sock"  # the gRPC ones and seaweedfs-s3-18934.sock
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 _INSTALL_HINT = "install the sandbox extra: pip install 's3-rekey[sandbox]'"
 
@@ -113,8 +113,20 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def _weed_processes(exclude: int | None = None) -> list[tuple[int, str]]:
-    """(pid, command line) of every running `weed` process, read from /proc."""
+def _namespace(pid: int | str, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def _weed_processes(*, namespace: str, exclude: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of the running `weed` processes that share our `namespace` ("net" or "mnt").
+
+    A weed in another network namespace does not hold our ports, one in another mount namespace does not
+    use our /tmp sockets; one whose namespace cannot be read is counted, to be safe.
+    """
+    ours = _namespace("self", namespace)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == exclude:
@@ -123,14 +135,17 @@ def _weed_processes(exclude: int | None = None) -> list[tuple[int, str]]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # exited meanwhile, or not ours to read
-        if argv and os.path.basename(argv[0].decode(errors="replace")) == "weed":
+        if os.path.basename(argv[0].decode(errors="replace")) != "weed":
+            continue
+        theirs = _namespace(entry.name, namespace)
+        if ours is None or theirs is None or theirs == ours:
             found.append((int(entry.name), b" ".join(argv).decode(errors="replace").strip()))
     return found
 
 
 def _remove_grpc_sockets() -> None:
-    """Remove SeaweedFS's hard-coded /tmp gRPC sockets, but only when no weed runs (they would break it)."""
-    if _weed_processes():
+    """Remove SeaweedFS's hard-coded /tmp gRPC sockets, but only when no weed uses them (it would break)."""
+    if _weed_processes(namespace="mnt"):
         return
     for path in glob.glob(_GRPC_SOCKETS):
         with contextlib.suppress(OSError):
@@ -283,7 +298,7 @@ class Sandbox:
         return self._info
 
     def start(self) -> SandboxInfo:
-        """Start moto then SeaweedFS; return once both serve requests. On failure nothing is left running."""
+        """Start moto and SeaweedFS; return once both serve requests. On failure nothing is left running."""
         with self._lock:
             if self._info is not None:
                 return self._info
@@ -317,11 +332,15 @@ class Sandbox:
         )
         (workdir / "s3.json").write_text(json.dumps(_s3_config(self._info), indent=2))
         (workdir / "s3.json").chmod(0o600)
-        (workdir / "sse.key").write_text(secrets.token_urlsafe(32))
-        (workdir / "sse.key").chmod(0o600)
+        sse_key = workdir / "sse.key"
+        if not sse_key.exists():  # kept on a reused workdir: a new one would make old SSE-S3 data unreadable
+            sse_key.write_text(secrets.token_urlsafe(32))
+            sse_key.chmod(0o600)
+        # Both start at once (SeaweedFS only calls KMS on an SSE-KMS request): about 1 s saved.
         self._moto = self._spawn(_moto_command(kms_port), "moto.log", {})
+        self._spawn_weed(weed)
         self._wait("moto KMS", self._moto, workdir / "logs" / "moto.log", self._kms_ready)
-        self._start_weed(weed)
+        self._wait_weed()
         return self._info
 
     def start_s3(self) -> None:
@@ -377,7 +396,7 @@ class Sandbox:
     def _refuse_if_busy(self) -> None:
         ports = (self._s3_port, self._https_port, *WEED_FIXED_PORTS)
         busy = [port for port in ports if _port_in_use(port)]
-        others = _weed_processes(exclude=os.getpid())
+        others = _weed_processes(namespace="net", exclude=os.getpid())
         if not busy and not others:
             return
         lines = [f"pid {pid}: {cmd[:300]}" for pid, cmd in others] or ["(no weed process found)"]
@@ -421,9 +440,16 @@ class Sandbox:
         ]
 
     def _start_weed(self, weed: str) -> None:
+        self._spawn_weed(weed)
+        self._wait_weed()
+
+    def _spawn_weed(self, weed: str) -> None:
         assert self._workdir is not None
         env = {"WEED_S3_SSE_KEY": (self._workdir / "sse.key").read_text()}
         self._weed = self._spawn(self._weed_argv(weed), "weed.out", env)
+
+    def _wait_weed(self) -> None:
+        assert self._workdir is not None and self._weed is not None
         try:
             self._wait("SeaweedFS", self._weed, self._workdir / "logs" / "weed.out", self._s3_ready)
         except BaseException:
