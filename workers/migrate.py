@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from workers import sse
@@ -22,6 +23,8 @@ from workers.model import Action, Encryption, Mode, ObjectHead, ObjectRef, Outco
 from workers.parts import MAX_SINGLE_COPY
 from workers.serverside import copy_object, multipart_copy
 from workers.stream import stream_copy
+
+log = logging.getLogger("rekey.migrate")
 
 # Capability names remembered per run in the checkpoint.
 CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server answered 501
@@ -139,6 +142,8 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
                        multipart_threshold=job.multipart_threshold, dest=dest,
                        part_copy_ok=_part_copy_ok(job, head), copy_applies=_copy_applies(job, head))
     base = replace(base, action=plan.action)
+    log.debug("plan %s: %s -> %s: %s (%s)", ref.key, source_mode.value, job.target.mode.value, plan.action.value,
+              plan.reason)
     if plan.action == Action.SKIP:
         return replace(base, new_etag=head.etag if job.in_place else None)
     action, copied, through = plan.action, 0, 0
@@ -246,6 +251,7 @@ def _part_copy_ok(job: Job, head: ObjectHead) -> bool:
 
 
 async def _learn(job: Job, name: str, value: bool) -> None:
+    log.info("learned about this endpoint: %s = %s", name, value)
     if job.caps is not None:
         await job.caps.learn(name, value)
 

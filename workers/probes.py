@@ -89,8 +89,9 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
         except RekeyError:
             await s3.abort_upload(bucket, dst_key, upload_id)
             return False
-        got = await s3.get_range(bucket, dst_key, size - 100, size - 1, read_enc=target)
-        return got == data[-100:]
+        # Read it all back: SeaweedFS serves some ranges of such an object and fails on others.
+        got, _ = await s3.get_all(bucket, dst_key, read_enc=target)
+        return got == data
     except FatalError:
         raise
     except RekeyError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from aiobotocore.session import AioSession
 from workers import sse
 from workers.errors import RetryableError, classify_attempt, classify_s3_error
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
+
+log = logging.getLogger("rekey.s3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class S3:
                 raise
             except Exception as exc:  # e.g. a profile that does not exist
                 raise classify_s3_error(exc, op="connect") from None
+            client.meta.events.register(f"needs-retry.{service}", _on_attempt)
             yield cls(client, endpoint)  # errors of the caller's block pass through untouched
 
     @property
@@ -104,6 +108,8 @@ class S3:
                    **params: Any) -> dict[str, Any]:
         """Send one request; classify any failure. `op` is the botocore method name."""
         self.requests += 1
+        if log.isEnabledFor(logging.DEBUG):  # names only: parameters may carry SSE-C keys
+            log.debug("%s s3://%s/%s", op, bucket, key)
         try:
             result: dict[str, Any] = await getattr(self._client, op)(**params)
             return result
