@@ -1,0 +1,271 @@
+"""`rekey bench`: PUT, GET and CopyObject throughput and latency per encryption mode against one endpoint.
+
+For users sizing a migration on their own endpoint: for each mode it PUTs `count` scratch objects of `size`
+bytes, GETs them, copies each to a new key under the same mode, and reads one back with HeadObject to say
+whether the endpoint really applied the mode. Every scratch object is deleted afterwards, also on errors.
+Client-side encryption is not measured yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anyio
+
+from engine.config import Config, load_config, parse_size
+from workers import sse
+from workers.errors import ConfigError, RekeyError
+from workers.model import Encryption, Mode, SecretKey
+from workers.s3 import S3, Endpoint
+
+MiB = 1024 * 1024
+MODES = (Mode.NONE, Mode.SSE_S3, Mode.SSE_KMS, Mode.DSSE_KMS, Mode.SSE_C)
+MAX_ERRORS = 5  # a phase stops after this many failed requests (a mode the endpoint refuses fails fast)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One operation measured for one mode: successes, failures, rates and latency percentiles."""
+
+    op: str
+    ok: int
+    failed: int
+    seconds: float
+    objects_per_s: float
+    mib_per_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    first_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeResult:
+    """All phases for one encryption mode; `applied` is what HeadObject said (None when not checked)."""
+
+    mode: str
+    applied: bool | None
+    note: str | None = None
+    phases: tuple[Phase, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    endpoint: Endpoint
+    bucket: str
+    prefix: str
+    size: int
+    count: int
+    concurrency: int
+    modes: tuple[Mode, ...]
+    kms_key_id: str | None
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0] * 1000, 2)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000, 2)
+
+
+async def _phase(op: str, count: int, concurrency: int, size: int,
+                 request: Callable[[int], Awaitable[None]]) -> Phase:
+    """Run `request(i)` for i in range(count) with `concurrency` in flight; time each call."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    todo = iter(range(count))
+
+    async def worker() -> None:
+        for i in todo:  # one shared iterator: each index is taken by exactly one worker
+            if len(errors) >= MAX_ERRORS:
+                return
+            started = time.perf_counter()
+            try:
+                await request(i)
+            except RekeyError as exc:
+                errors.append(str(exc))
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(max(1, min(concurrency, count))):
+            tg.start_soon(worker)
+    seconds = time.perf_counter() - started
+    ok = len(latencies)
+    return Phase(op=op, ok=ok, failed=len(errors), seconds=round(seconds, 3),
+                 objects_per_s=round(ok / seconds, 1) if seconds else 0.0,
+                 mib_per_s=round(ok * size / MiB / seconds, 2) if seconds else 0.0,
+                 p50_ms=_percentile(latencies, 50), p90_ms=_percentile(latencies, 90),
+                 p99_ms=_percentile(latencies, 99), first_error=errors[0] if errors else None)
+
+
+def _encryption(mode: Mode, kms_key_id: str | None) -> Encryption:
+    if mode == Mode.SSE_C:
+        return Encryption(mode, sse_c_key=SecretKey(secrets.token_bytes(32), "rekey bench (random)"))
+    return Encryption(mode, kms_key_id=kms_key_id if mode in (Mode.SSE_KMS, Mode.DSSE_KMS) else None)
+
+
+def _skip_reason(mode: Mode, settings: BenchSettings) -> str | None:
+    if mode in (Mode.SSE_KMS, Mode.DSSE_KMS) and not settings.kms_key_id:
+        return "needs --kms-key-id"
+    if mode == Mode.SSE_C and settings.endpoint.is_plain_http:
+        return "SSE-C keys are only sent over HTTPS"
+    return None
+
+
+async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes) -> ModeResult:
+    skip = _skip_reason(mode, settings)
+    if skip:
+        return ModeResult(mode.value, None, skip)
+    enc = _encryption(mode, settings.kms_key_id)
+    bucket, base = settings.bucket, f"{settings.prefix}{mode.value}/"
+    put_keys = [f"{base}put-{i:06d}" for i in range(settings.count)]
+    copy_keys = [f"{base}copy-{i:06d}" for i in range(settings.count)]
+    write, read = sse.write_params(enc), sse.read_params(enc)
+    copy_src = sse.customer_key_params(enc, "CopySource")
+    sse_c = mode == Mode.SSE_C
+
+    async def put(i: int) -> None:
+        await s3.call("put_object", bucket=bucket, key=put_keys[i], sse_c=sse_c, Bucket=bucket, Key=put_keys[i],
+                      Body=body, **write)
+
+    async def get(i: int) -> None:
+        resp = await s3.call("get_object", bucket=bucket, key=put_keys[i], sse_c=sse_c, Bucket=bucket,
+                             Key=put_keys[i], **read)
+        async with resp["Body"] as stream:
+            await stream.read()
+
+    async def copy(i: int) -> None:
+        await s3.call("copy_object", bucket=bucket, key=copy_keys[i], sse_c=sse_c, Bucket=bucket,
+                      Key=copy_keys[i], CopySource={"Bucket": bucket, "Key": put_keys[i]},
+                      MetadataDirective="COPY", **write, **copy_src)
+
+    phases: list[Phase] = []
+    applied: bool | None = None
+    note = None
+    try:
+        n, c, size = settings.count, settings.concurrency, settings.size
+        phases.append(await _phase("PUT", n, c, size, put))
+        if phases[0].ok:
+            head = await s3.call("head_object", bucket=bucket, key=put_keys[0], sse_c=sse_c, Bucket=bucket,
+                                 Key=put_keys[0], **read)
+            note = sse.mismatch(sse.observed(head), enc)
+            applied = note is None
+            phases.append(await _phase("GET", n, c, size, get))
+            phases.append(await _phase("COPY", n, c, size, copy))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _delete(s3, bucket, put_keys + copy_keys)
+    return ModeResult(mode.value, applied, note, tuple(phases))
+
+
+async def _delete(s3: S3, bucket: str, keys: list[str]) -> None:
+    """Delete scratch objects, 1,000 per request; keys that were never written are ignored by S3."""
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start:start + 1000]]
+        try:
+            await s3.call("delete_objects", bucket=bucket, Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        except RekeyError as exc:
+            print(f"rekey bench: warning: could not delete scratch objects: {exc}", file=sys.stderr)
+
+
+async def run_bench(settings: BenchSettings) -> list[ModeResult]:
+    body = os.urandom(settings.size)
+    async with S3.open(settings.endpoint) as s3:
+        return [await _bench_mode(s3, settings, mode, body) for mode in settings.modes]
+
+
+def table(results: list[ModeResult], settings: BenchSettings) -> str:
+    lines = [f"{settings.count} x {settings.size} B objects, {settings.concurrency} in flight, "
+             f"s3://{settings.bucket}/{settings.prefix} on {settings.endpoint.endpoint_url or 'AWS'}",
+             f"{'mode':<9} {'op':<5} {'ok':>6} {'failed':>6} {'obj/s':>9} {'MiB/s':>9} {'p50 ms':>8} "
+             f"{'p90 ms':>8} {'p99 ms':>8}  note"]
+    for r in results:
+        if not r.phases:
+            lines.append(f"{r.mode:<9} {'-':<5} {'':>6} {'':>6} {'':>9} {'':>9} {'':>8} {'':>8} {'':>8}  "
+                         f"skipped: {r.note}")
+            continue
+        for p in r.phases:
+            note = ""
+            if p.op == "PUT" and r.applied is False:
+                note = f"NOT APPLIED: {r.note}"
+            if p.first_error:
+                note = (note + "; " if note else "") + p.first_error
+            lines.append(f"{r.mode:<9} {p.op:<5} {p.ok:>6} {p.failed:>6} {p.objects_per_s:>9.1f} "
+                         f"{p.mib_per_s:>9.2f} {_ms(p.p50_ms):>8} {_ms(p.p90_ms):>8} {_ms(p.p99_ms):>8}  {note}")
+    return "\n".join(lines)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    config: Config | None = load_config(args.config) if args.config else None
+    bucket = args.bucket or (config.destination.location.bucket if config else None)
+    if not bucket:
+        raise ConfigError("bench: give --bucket, or -c CONFIG (its destination bucket is used)")
+    if config is not None:
+        base = config.destination.endpoint
+        kms_key = args.kms_key_id or config.target.encryption.kms_key_id
+    else:
+        base, kms_key = Endpoint(), args.kms_key_id
+    endpoint = Endpoint(endpoint_url=args.endpoint_url or base.endpoint_url, region=args.region or base.region,
+                        profile=base.profile, ca_bundle=args.ca_bundle or base.ca_bundle,
+                        max_connections=args.concurrency * 2 + 8)
+    if args.count < 1 or args.concurrency < 1:
+        raise ConfigError("bench: --count and --concurrency must be at least 1")
+    try:
+        modes = tuple(Mode(m.strip()) for m in args.modes.split(",") if m.strip())
+    except ValueError:
+        raise ConfigError(f"bench: --modes: one of {', '.join(m.value for m in MODES)}, got {args.modes!r}") from None
+    if Mode.CSE in modes:
+        raise ConfigError("bench: --modes: client-side encryption (cse) is not measured yet")
+    prefix = args.prefix.rstrip("/") + f"/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}/"
+    return BenchSettings(endpoint=endpoint, bucket=bucket, prefix=prefix.lstrip("/"),
+                         size=parse_size(args.size, "bench: --size"), count=args.count,
+                         concurrency=args.concurrency, modes=modes, kms_key_id=kms_key)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.cli import _run_async
+    settings = settings_from_args(args)
+    results = _run_async(lambda: run_bench(settings))
+    if args.json:
+        print(json.dumps({"settings": {"endpoint": settings.endpoint.endpoint_url, "bucket": settings.bucket,
+                                       "prefix": settings.prefix, "size": settings.size, "count": settings.count,
+                                       "concurrency": settings.concurrency},
+                          "modes": [asdict(r) for r in results]}, indent=2))
+    else:
+        print(table(results, settings))
+    failed = any(p.failed for r in results for p in r.phases) or any(r.applied is False for r in results)
+    return 1 if failed else 0
+
+
+def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    p = sub.add_parser("bench", help="measure PUT/GET/COPY throughput and latency per encryption mode")
+    p.add_argument("-c", "--config", help="TOML config: its destination endpoint, bucket and KMS key are used")
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: the config's, else AWS)")
+    p.add_argument("--bucket", help="bucket for scratch objects (default: the config's destination bucket)")
+    p.add_argument("--prefix", default="rekey-bench", help="scratch key prefix (a unique folder is added)")
+    p.add_argument("--region")
+    p.add_argument("--ca-bundle", help="PEM bundle to verify the endpoint's TLS certificate")
+    p.add_argument("--kms-key-id", help="KMS key for sse-kms and dsse-kms")
+    p.add_argument("--size", default="1MiB", help="object size, e.g. 8KiB, 16MiB (default 1MiB)")
+    p.add_argument("--count", type=int, default=100, help="objects per mode (default 100)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--modes", default=",".join(m.value for m in MODES),
+                   help="comma-separated: none, sse-s3, sse-kms, dsse-kms, sse-c (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands["bench"] = cmd_bench
