@@ -18,6 +18,7 @@ from workers.errors import EndpointError, RetryableError
 from workers.s3 import sdk_retry_listener
 
 T = TypeVar("T")
+DECREASE_INTERVAL = 0.5  # seconds between two multiplicative decreases of the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class Throttle:
         self._max_rps = max_rps
         self._next_slot = 0.0
         self._pause_until = 0.0
+        self._last_decrease = -DECREASE_INTERVAL
         self.throttles = 0
         self.retries = 0
 
@@ -76,10 +78,16 @@ class Throttle:
             self.window += 1
 
     def on_throttle(self, retry_after: float | None) -> None:
+        """Halve the window, at most once per DECREASE_INTERVAL (like TCP, once per round trip): the
+        throttles of requests already in flight are one signal, not many. `retry_after` pauses every
+        request: pass it only for a throttle that outlasted botocore's own retries."""
         self.throttles += 1
         self._successes = 0
-        self.window = max(1, self.window // 2)
-        self.min_window_seen = min(self.min_window_seen, self.window)
+        now = time.monotonic()
+        if now - self._last_decrease >= DECREASE_INTERVAL:
+            self._last_decrease = now
+            self.window = max(1, self.window // 2)
+            self.min_window_seen = min(self.min_window_seen, self.window)
         if retry_after:
             self._pause_until = max(self._pause_until, time.monotonic() + min(retry_after, 60.0))
 
@@ -104,10 +112,11 @@ class Retrier:
         return max(delay, retry_after or 0.0)
 
     def _sdk_retry(self, error: RetryableError) -> None:
-        """botocore is about to retry an attempt itself: count it, and slow down on a throttle."""
+        """botocore is about to retry an attempt itself (after its own backoff): count it, and narrow
+        the window on a throttle. No global pause: one throttled attempt among many is not an outage."""
         self.throttle.retries += 1
         if error.throttled:
-            self.throttle.on_throttle(error.retry_after)
+            self.throttle.on_throttle(None)
 
     async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         attempt = 0

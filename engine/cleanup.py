@@ -1,0 +1,70 @@
+"""`rekey cleanup -c FILE [--dry-run]`: abort the incomplete multipart uploads rekey itself started.
+
+An upload is rekey's when its id is in the checkpoint's `uploads` table and it lies under the destination
+bucket and prefix of this config; everything else in ListMultipartUploads (someone else's uploads, other
+prefixes) is counted and left alone. Each of rekey's uploads still open on the server is aborted and
+forgotten in the checkpoint, so the next run starts that object's upload afresh; one the server no longer
+knows is only forgotten. Run it when no `rekey run` is using the same checkpoint: a running upload would
+be aborted under it (its object then fails and the next run redoes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from engine.checkpoint import UploadRow
+from engine.config import Config
+from workers.errors import ObjectChangedError
+
+
+async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool) -> tuple[list[str], int]:
+    """(lines describing what was done to each of rekey's uploads, count of other uploads left alone)."""
+    from engine.pipeline import open_clients
+    dst = config.destination.location
+    lines: list[str] = []
+    async with open_clients(config) as (_, dest, _kms):
+        on_server = {upload_id: key for key, upload_id, _ in await dest.list_uploads(dst.bucket, dst.prefix)}
+        ours = {r.upload_id for r in rows}
+        for row in rows:
+            where = f"s3://{row.dest_bucket}/{row.dest_key} upload {row.upload_id}"
+            if row.upload_id not in on_server:
+                lines.append(f"{'would forget' if dry_run else 'forgot'} {where} (no longer on the server)")
+                continue
+            if not dry_run:
+                try:
+                    await dest.abort_upload(row.dest_bucket, row.dest_key, row.upload_id)
+                except ObjectChangedError:
+                    pass  # NoSuchUpload: gone between the listing and the abort
+            lines.append(f"{'would abort' if dry_run else 'aborted'} {where}")
+    return lines, len(set(on_server) - ours)
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from engine.cli import EXIT_OK, _load, _run_async
+    from engine.pipeline import open_checkpoint
+    config = _load(args)
+    dst = config.destination.location
+    cp = open_checkpoint(config, create=False)
+    try:
+        rows = [r for r in cp.uploads() if r.dest_bucket == dst.bucket and r.dest_key.startswith(dst.prefix)]
+        lines, others = _run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
+        if not args.dry_run:
+            for r in rows:
+                cp.finish_upload(r.key, r.version_id, r.upload_id)
+    finally:
+        cp.close()
+    for line in lines:
+        print(line)
+    verb = "to abort or forget" if args.dry_run else "aborted or forgotten"
+    print(f"{len(rows)} upload(s) started by rekey under s3://{dst.bucket}/{dst.prefix} {verb}; "
+          f"{others} other incomplete upload(s) there left alone")
+    return EXIT_OK
+
+
+def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    p = sub.add_parser("cleanup", help="abort incomplete multipart uploads this checkpoint's runs started")
+    p.add_argument("-c", "--config", required=True, help="TOML config file")
+    p.add_argument("--dry-run", action="store_true", help="list what would be aborted; change nothing")
+    commands["cleanup"] = cmd_cleanup

@@ -1,0 +1,200 @@
+"""`rekey verify -c FILE [--deep]`: check that every object the checkpoint calls done is really right.
+
+"Done" covers both finished states: `done` (rekey wrote it) and `skipped` (already in the target
+encryption, e.g. an in-place copy that completed just before a crash). Without `--deep`, for each, one
+HeadObject on its destination key proves that the object exists, that the server reports the target
+encryption (mode, and the KMS key id or SSE-C key MD5), that its size is the source's, and, where the run
+recorded the ETag of what it wrote, that nobody replaced it since. It proves nothing about the bytes.
+
+With `--deep` the whole object is also read back (in part-size ranges, hashed as it streams, so memory
+stays at one part per object in flight) and compared with a checksum recorded before rekey touched it:
+
+- `objects.plaintext_sha256`, when the run recorded one (rekey hashed the plaintext it streamed): the
+  SHA-256 of what the server returns now must equal it. This proves the object decrypts to exactly the
+  bytes rekey read from the source.
+- otherwise, when the source ETag recorded at listing (`objects.etag`) is a plain 32-hex MD5 (a single
+  PutObject of an unencrypted, SSE-S3 or, on some servers, SSE-KMS object): the MD5 of what the server
+  returns now must equal it. Server-side copies never pass the data through rekey, so this is the only
+  independent witness: it proves the object decrypts to the bytes the source held when it was listed, on
+  the assumption that the source's ETag was the MD5 of its content (true for S3 single-part uploads
+  without SSE-C/SSE-KMS; a server that does otherwise would show up here as a mismatch, never a false pass).
+- otherwise (a multipart source ETag `md5-N`, or an SSE-C/SSE-KMS source ETag on AWS, which is not an MD5):
+  there is nothing to compare with. The object was read fully and its length checked, which proves it is
+  readable and decrypts without error, but not that its bytes are the original ones. Such objects are
+  listed as `size_only` in the report, never counted as a mismatch or as proven.
+
+Mismatches are printed one per line and listed in the JSON report; the exit code is 1 when there is any.
+Client-side targets (`mode = "cse"`) are checked for existence and size only (decryption is not wired
+into verify yet): they count as `size_only`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+
+from engine.checkpoint import ObjectRow
+from engine.config import Config
+from workers import sse
+from workers.errors import FatalError, RekeyError
+from workers.job import Job
+from workers.model import Encryption, Mode, State
+
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One object checked: how its content was proven (`sha256`, `md5`, `size_only`, `head`) or what is wrong."""
+
+    key: str
+    dest_key: str
+    proof: str
+    problem: str | None = None
+
+
+def plain_md5(etag: str) -> str | None:
+    """The MD5 an ETag stands for, when it is a plain single-part MD5; else None."""
+    value = etag.strip().strip('"').lower()
+    return value if _PLAIN_MD5.match(value) else None
+
+
+def _ranged(job: Job, key: str, start: int, end: int, read_enc: Encryption | None) -> Callable[[], Awaitable[bytes]]:
+    return lambda: job.dest.get_range(job.dst.bucket, key, start, end, read_enc=read_enc)
+
+
+def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:
+    for h in hashes:
+        h.update(chunk)
+
+
+async def read_digests(job: Job, key: str, size: int) -> tuple[str, str, int]:
+    """(sha256 hex, md5 hex, bytes read) of the destination object, read in part-size ranges."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    read_enc = job.target if job.target.mode == Mode.SSE_C else None
+    done = 0
+    while done < size:
+        end = min(size, done + job.part_size) - 1
+        chunk = await job.retried(f"read back {key}", _ranged(job, key, done, end, read_enc))
+        await anyio.to_thread.run_sync(_update, (sha, md5), chunk)
+        done += len(chunk)
+    return sha.hexdigest(), md5.hexdigest(), done
+
+
+async def check_object(job: Job, row: ObjectRow, *, deep: bool) -> Finding:
+    dest_key = job.dest_key(row.key)
+    read_enc = job.target if job.target.mode == Mode.SSE_C else None
+    try:
+        head = await job.retried(f"verify {dest_key}", lambda: job.dest.head(job.dst.bucket, dest_key,
+                                                                              read_enc=read_enc))
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        return Finding(row.key, dest_key, "head", f"cannot read the object: {exc.message}")
+    problem = None if job.target.mode == Mode.CSE else sse.mismatch(head.encryption, job.target)
+    if problem is None and head.size != row.size:
+        problem = f"size is {head.size}, the source had {row.size}"
+    if problem is None and row.new_etag and head.etag != row.new_etag:
+        problem = f"ETag is {head.etag}, rekey wrote {row.new_etag}: replaced since the run"
+    if problem is not None or not deep:
+        return Finding(row.key, dest_key, "head", problem)
+    try:
+        sha, md5, nbytes = await read_digests(job, dest_key, head.size)
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        return Finding(row.key, dest_key, "head", f"cannot read the data back: {exc.message}")
+    if nbytes != row.size:
+        return Finding(row.key, dest_key, "size_only", f"read {nbytes} bytes, the source had {row.size}")
+    if job.target.mode != Mode.CSE and row.plaintext_sha256:
+        ok = sha == row.plaintext_sha256
+        return Finding(row.key, dest_key, "sha256", None if ok else "SHA-256 differs from the plaintext rekey read")
+    source_md5 = plain_md5(row.etag)
+    if job.target.mode != Mode.CSE and source_md5 is not None:
+        ok = md5 == source_md5
+        return Finding(row.key, dest_key, "md5", None if ok else f"MD5 {md5} differs from the source ETag {row.etag}")
+    return Finding(row.key, dest_key, "size_only")
+
+
+async def verify_run(config: Config, rows: list[ObjectRow], *, deep: bool,
+                     on_finding: Callable[[Finding], None]) -> list[Finding]:
+    from engine.pipeline import make_job, open_clients
+    from engine.retry import Retrier, Throttle
+    throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
+    findings: list[Finding] = []
+    async with open_clients(config) as (source, dest, kms):
+        job = make_job(config, source, dest, None, Retrier(throttle, max_retries=config.run.max_retries), kms)
+        send, recv = anyio.create_memory_object_stream[ObjectRow](config.run.concurrency)
+
+        async def feed() -> None:
+            async with send:
+                for row in rows:
+                    await send.send(row)
+
+        async def work(rx: Any) -> None:
+            async with rx:
+                async for row in rx:
+                    finding = await check_object(job, row, deep=deep)
+                    findings.append(finding)
+                    on_finding(finding)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            for _ in range(config.run.concurrency):
+                tg.start_soon(work, recv.clone())
+            recv.close()
+    return findings
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from engine.cli import EXIT_FAILED, EXIT_OK, _load, _run_async
+    from engine.pipeline import first_fatal, open_checkpoint
+    from engine.report import write_json
+    config = _load(args)
+    cp = open_checkpoint(config, create=False)
+    try:
+        rows = list(cp.rows([State.DONE, State.SKIPPED]))
+    finally:
+        cp.close()
+
+    def show(f: Finding) -> None:
+        if f.problem is not None:
+            print(f"mismatch: s3://{config.destination.location.bucket}/{f.dest_key}: {f.problem}")
+
+    started = time.monotonic()
+    try:
+        findings = _run_async(lambda: verify_run(config, rows, deep=args.deep, on_finding=show))
+    except BaseExceptionGroup as group:
+        fatal = first_fatal(group)
+        if fatal is None:
+            raise
+        raise fatal from None
+    bad = sorted((f for f in findings if f.problem), key=lambda f: f.key)
+    proofs = {p: sum(1 for f in findings if f.proof == p and not f.problem)
+              for p in ("head", "sha256", "md5", "size_only")}
+    deep = " (deep)" if args.deep else ""
+    print(f"verified {len(findings)} done or skipped object(s){deep}: {len(bad)} mismatch(es); "
+          + ", ".join(f"{p} {n}" for p, n in proofs.items() if n))
+    if args.report:
+        write_json(args.report, {
+            "deep": bool(args.deep), "checked": len(findings), "mismatches": [asdict(f) for f in bad],
+            "proven_by": proofs,
+            "size_only": sorted(f.key for f in findings if f.proof == "size_only" and not f.problem),
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        })
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    p = sub.add_parser("verify", help="check every object the checkpoint calls done (--deep: read it back)")
+    p.add_argument("-c", "--config", required=True, help="TOML config file")
+    p.add_argument("--deep", action="store_true", help="also read each object and compare a recorded checksum")
+    p.add_argument("--report", metavar="FILE.json", help="write the findings here as JSON")
+    commands["verify"] = cmd_verify
