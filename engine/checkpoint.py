@@ -112,6 +112,7 @@ class UploadRow:
     part_size: int
     source_etag: str
     kind: str
+    created_at: float = 0.0
 
 
 def _row(r: sqlite3.Row) -> ObjectRow:
@@ -318,11 +319,11 @@ class Checkpoint:
         if r is None:
             return None
         return UploadRow(r["key"], r["version_id"], r["upload_id"], r["dest_bucket"], r["dest_key"],
-                         r["part_size"], r["source_etag"], r["kind"])
+                         r["part_size"], r["source_etag"], r["kind"], r["created_at"])
 
     def uploads(self) -> list[UploadRow]:
         return [UploadRow(r["key"], r["version_id"], r["upload_id"], r["dest_bucket"], r["dest_key"],
-                          r["part_size"], r["source_etag"], r["kind"])
+                          r["part_size"], r["source_etag"], r["kind"], r["created_at"])
                 for r in self._conn.execute("SELECT * FROM uploads ORDER BY key")]
 
     def record_parts(self, upload_id: str, parts: Iterable[PartResult]) -> None:
@@ -336,11 +337,16 @@ class Checkpoint:
             "SELECT part_number, etag, size FROM parts WHERE upload_id = ? ORDER BY part_number", (upload_id,))]
 
     def finish_upload(self, key: str, version_id: str, upload_id: str) -> None:
-        """Forget an upload once completed or aborted."""
+        """Forget an upload (or an upload intent, id "") once completed or aborted."""
         with self._tx():
-            self._conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            if upload_id:
+                self._conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             self._conn.execute("DELETE FROM uploads WHERE key = ? AND version_id = ? AND upload_id = ?",
                                (key, version_id, upload_id))
+
+    def upload_keys(self) -> set[tuple[str, str]]:
+        """(key, version id) of objects with a recorded upload or upload intent."""
+        return {(r[0], r[1]) for r in self._conn.execute("SELECT key, version_id FROM uploads")}
 
     # --- run history ----------------------------------------------------------------------------------
 

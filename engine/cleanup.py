@@ -1,7 +1,9 @@
 """`rekey cleanup -c FILE [--dry-run]`: abort the incomplete multipart uploads rekey itself started.
 
 An upload is rekey's when its id is in the checkpoint's `uploads` table and it lies under the destination
-bucket and prefix of this config; everything else in ListMultipartUploads (someone else's uploads, other
+bucket and prefix of this config, or when the checkpoint recorded the intent to create an upload on exactly
+that key (a crash came before the id was recorded) and the upload was initiated after that intent;
+everything else in ListMultipartUploads (someone else's uploads, other
 prefixes) is counted and left alone. Each of rekey's uploads still open on the server is aborted and
 forgotten in the checkpoint, so the next run starts that object's upload afresh; one the server no longer
 knows is only forgotten. Run it when no `rekey run` is using the same checkpoint: a running upload would
@@ -17,6 +19,7 @@ from typing import Any
 from engine.checkpoint import UploadRow
 from engine.config import Config
 from workers.errors import ObjectChangedError
+from workers.multipart import INTENT_SKEW
 
 
 async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool) -> tuple[list[str], int]:
@@ -25,9 +28,25 @@ async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool)
     dst = config.destination.location
     lines: list[str] = []
     async with open_clients(config) as (_, dest, _kms):
-        on_server = {upload_id: key for key, upload_id, _ in await dest.list_uploads(dst.bucket, dst.prefix)}
+        listed = await dest.list_uploads(dst.bucket, dst.prefix)
+        on_server = {upload_id: key for key, upload_id, _ in listed}
         ours = {r.upload_id for r in rows}
         for row in rows:
+            if not row.upload_id:
+                # An intent: killed between CreateMultipartUpload and recording its id. The uploads of
+                # exactly that key initiated after the intent are rekey's.
+                found = [u for k, u, t in listed if k == row.dest_key
+                         and (t is None or t >= row.created_at - INTENT_SKEW)]
+                ours.update(found)
+                for upload_id in found:
+                    if not dry_run:
+                        try:
+                            await dest.abort_upload(row.dest_bucket, row.dest_key, upload_id)
+                        except ObjectChangedError:
+                            pass
+                    lines.append(f"{'would abort' if dry_run else 'aborted'} s3://{row.dest_bucket}/"
+                                 f"{row.dest_key} upload {upload_id} (started just before a crash)")
+                continue
             where = f"s3://{row.dest_bucket}/{row.dest_key} upload {row.upload_id}"
             if row.upload_id not in on_server:
                 lines.append(f"{'would forget' if dry_run else 'forgot'} {where} (no longer on the server)")

@@ -259,13 +259,25 @@ class _Section:
 
 def _endpoint(sec: _Section, max_connections: int) -> Endpoint:
     ca = sec.text("ca_bundle")
-    if ca and not Path(ca).is_file():
-        raise ConfigError(f"{sec.where('ca_bundle')}: no such file: {ca}")
+    if ca:
+        _readable_file(ca, sec.where("ca_bundle"))
     url = sec.text("endpoint_url")
     if url and not re.match(r"^https?://", url):
         raise ConfigError(f"{sec.where('endpoint_url')}: must start with http:// or https://, got {url!r}")
     return Endpoint(endpoint_url=url, region=sec.text("region"), profile=sec.text("profile"),
                     ca_bundle=ca, max_connections=max_connections)
+
+
+def _readable_file(path: str, where: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
 
 
 def _key(sec: _Section, key: str, base: Path) -> SecretKey | None:
@@ -408,8 +420,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         manifest=_resolve(m, base) if (m := src.text("manifest")) else None,
         manifest_trust_encryption=bool(src.flag("manifest_trust_encryption", False)),
     )
-    if source.manifest and not Path(source.manifest).is_file():
-        raise ConfigError(f"source.manifest: no such file: {source.manifest}")
+    if source.manifest:
+        _readable_file(source.manifest, "source.manifest")
     if "destination" in data:
         dst = _Section("destination", data["destination"])
         bucket = dst.text("bucket") or source.location.bucket

@@ -50,7 +50,8 @@ class AsyncCheckpoint:
             if row is None:
                 return None
             return UploadResume(row.upload_id, row.part_size, row.source_etag, row.kind,
-                                self.sync.parts_for(row.upload_id))
+                                self.sync.parts_for(row.upload_id) if row.upload_id else [],
+                                row.dest_bucket, row.dest_key, row.created_at)
         return await self.run(read)
 
     # --- Capabilities ------------------------------------------------------------------------------

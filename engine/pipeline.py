@@ -18,11 +18,12 @@ from engine.listing import KeyFilter, list_objects
 from engine.progress import Progress
 from engine.retry import Retrier, Throttle
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
-from workers.errors import ConfigError, FatalError, RekeyError
+from workers.errors import ConfigError, FatalError, ObjectGoneError, RekeyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
 from workers.migrate import describe_error, migrate_object
 from workers.model import Action, Mode, ObjectRef, Outcome, State
+from workers.multipart import abandon
 from workers.probes import UnsafeTargetError, check_bucket, probe_part_copy_into_sse_c, probe_target
 from workers.s3 import S3, Endpoint
 
@@ -129,6 +130,7 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         part_size=run.part_size, multipart_threshold=run.multipart_threshold,
         part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value == "head",
         memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
+        write_memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
         journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms),
     )
 
@@ -160,6 +162,11 @@ async def process_one(job: Job, ref: ObjectRef) -> Outcome:
         return await migrate_object(job, ref)
     except FatalError:
         raise
+    except ObjectGoneError as exc:
+        # HeadObject says 404: deleted by someone else since it was listed. Nothing to re-encrypt.
+        return Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=None,
+                       target_mode=job.target.mode, version_id=ref.version_id,
+                       error=f"{exc.where()}: deleted since it was listed", error_kind=type(exc).__name__)
     except RekeyError as exc:
         state, reason = describe_error(exc)
         return Outcome(key=ref.key, state=state, action=Action.SKIP if state == State.CHANGED else Action.COPY,
@@ -178,9 +185,11 @@ class Run:
         self.throttle = throttle
         self.progress = progress
         self.key_filter = KeyFilter.from_config(config)
+        self.had_uploads: set[tuple[str, str]] = set()
 
     async def produce(self, send: MemoryObjectSendStream[ObjectRef]) -> None:
         cp = self.acp.sync
+        self.had_uploads = await self.acp.run(cp.upload_keys)
         async with send:
             sent: set[str] = set()
             for row in await self.acp.run(cp.unfinished):
@@ -206,9 +215,18 @@ class Run:
                 await self.throttle.acquire()
                 try:
                     outcome = await process_one(self.job, ref)
+                    if (ref.key, ref.version_id or "") in self.had_uploads:
+                        await self.drop_leftover_upload(ref)
                 finally:
                     await self.throttle.release()
                 await out.send(outcome)
+
+    async def drop_leftover_upload(self, ref: ObjectRef) -> None:
+        """An object finished (or found already right) while an earlier run's upload for it is still
+        recorded: that upload is dead; abort it so nothing is left behind."""
+        point = await self.acp.resume_point(ref)
+        if point is not None:
+            await abandon(self.job, ref, point)
 
     async def write(self, recv: MemoryObjectReceiveStream[Outcome]) -> None:
         cp = self.acp.sync

@@ -39,13 +39,15 @@ from workers.cse import (
 )
 from workers.errors import ObjectChangedError, ObjectError, RekeyError, VerifyError
 from workers.job import CseSettings, Job
+from workers.memory import MemoryBudget
 from workers.model import ObjectHead, ObjectRef, SecretKey
 from workers.multipart import SendPart, run_ordered_upload
 from workers.parts import adjust_part_size
 from workers.s3 import carried_params
-from workers.stream import content_md5, read_range, reserved, source_read_enc
+from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
 
 TAG_LEN = 16
+PREFETCH = 2       # ranged GETs ahead of the cipher, per object
 _OFFLOAD = 256 * 1024
 
 
@@ -124,11 +126,16 @@ async def _run(fn: Callable[[], bytes], size: int) -> bytes:
 
 async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, part_size: int,
                    send: SendPart) -> int:
-    """Read the source in order (a few ranged GETs ahead), transform, cut into parts, send them."""
+    """Read the source in order (two ranged GETs ahead), transform, cut into parts, send them.
+
+    Memory: a read holds part_size of the read budget until transformed; `send` takes from the write
+    budget until uploaded. The pools are separate, so a producer waiting for write room never holds
+    what an upload needs to finish.
+    """
     spans = [(s, min(s + part_size, head.size) - 1) for s in range(0, head.size, part_size)]
     ready: dict[int, bytes] = {}
     events = [anyio.Event() for _ in spans]
-    ahead = anyio.Semaphore(max(2, job.part_concurrency // 2))
+    ahead = anyio.Semaphore(PREFETCH)
     out = bytearray()
     number = 0
     async with anyio.create_task_group() as tg:
@@ -141,15 +148,19 @@ async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transf
         async def feeder() -> None:
             for i in range(len(spans)):
                 await ahead.acquire()
+                await budget_acquire(job.memory, spans[i][1] - spans[i][0] + 1)
                 tg.start_soon(fetch, i)
 
         tg.start_soon(feeder)
         for i in range(len(spans)):
             await events[i].wait()
             chunk = ready.pop(i)
-            ahead.release()
-            async with reserved(job, len(chunk)):
+            try:
                 out += await _run(lambda c=chunk: transform.update(c), len(chunk))  # type: ignore[misc]
+            finally:
+                del chunk
+                await budget_release(job.memory, spans[i][1] - spans[i][0] + 1)
+                ahead.release()
             while len(out) >= part_size:
                 number += 1
                 await send(number, bytes(out[:part_size]))
@@ -159,6 +170,16 @@ async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transf
         number += 1
         await send(number, bytes(out))
     return number
+
+
+async def budget_acquire(budget: MemoryBudget | None, nbytes: int) -> None:
+    if budget is not None:
+        await budget.acquire(nbytes)
+
+
+async def budget_release(budget: MemoryBudget | None, nbytes: int) -> None:
+    if budget is not None:
+        await budget.release(nbytes)
 
 
 async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: SecretKey | None,
@@ -224,13 +245,13 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transfor
             md5 = await content_md5(data)
             resp = await job.retried(f"put {dest_key}", lambda: job.dest.call(
                 "put_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key,
-                Body=data, ContentMD5=md5, **create))
+                Body=data, ContentMD5=md5, **create, **replace_guard(job, head)))
         return CseResult(head.size + len(data), transform.sha256, str(resp.get("ETag") or ""))
     part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
     resp = await run_ordered_upload(
         job, ref, bucket=job.dst.bucket, key=dest_key, kind="cse", part_size=part_size, create_params=create,
         produce=lambda send: _produce(job, ref, head, transform, part_size, send),
-        part_params=key_params, complete_params=key_params)
+        part_params=key_params, complete_params={**key_params, **replace_guard(job, head)})
     return CseResult(2 * head.size, transform.sha256, str(resp.get("ETag") or ""))
 
 

@@ -10,6 +10,7 @@
     │   └── CheckpointError         checkpoint unusable: corrupt, or written under another config
     ├── ObjectError                 this object fails; it is recorded and the run goes on
     │   ├── ObjectChangedError      ETag changed or object deleted since planning (412 / 404)
+    │   │   └── ObjectGoneError         404 on the object: deleted since it was listed
     │   ├── WrongKeyError           an SSE-C or client-side key does not open this object
     │   ├── KeyRequiredError        HEAD/GET answered 400 without an SSE-C key: the object needs one
     │   ├── CorruptObjectError      authentication tag, commitment or format check failed
@@ -84,6 +85,10 @@ class ObjectError(RekeyError):
 
 class ObjectChangedError(ObjectError):
     pass
+
+
+class ObjectGoneError(ObjectChangedError):
+    """404 on the object itself: deleted since it was listed."""
 
 
 class WrongKeyError(ObjectError):
@@ -209,7 +214,7 @@ def classify_s3_error(
         if code in ("NoSuchBucket",):
             return BucketMissingError("bucket does not exist", **where)
         if code in ("NoSuchKey", "NotFound") or status == 404:
-            return ObjectChangedError("object no longer exists", **where)
+            return ObjectGoneError("object no longer exists", **where)
         if code == "PreconditionFailed" or status == 412:
             return ObjectChangedError("object changed since it was planned (ETag mismatch)", **where)
         if code in ("NotImplemented",) or status == 501:

@@ -22,11 +22,14 @@ T = TypeVar("T")
 class UploadResume:
     """A multipart upload started by an earlier run for the same object, with its finished parts."""
 
-    upload_id: str
+    upload_id: str                   # "" = only the intent was recorded (killed before the id came back)
     part_size: int
     source_etag: str
     kind: str
     parts: Sequence[PartResult]
+    dest_bucket: str = ""
+    dest_key: str = ""
+    created_at: float = 0.0
 
 
 class PartJournal(Protocol):
@@ -83,7 +86,8 @@ class Job:
     multipart_threshold: int = 64 * 1024 * 1024
     part_concurrency: int = 8        # parts of one object in flight
     verify: bool = True
-    memory: MemoryBudget | None = None   # bytes of part buffers held in memory
+    memory: MemoryBudget | None = None   # bytes of part buffers read and not yet written
+    write_memory: MemoryBudget | None = None  # bytes of transformed parts waiting for or in an upload
     journal: PartJournal | None = None
     retry: Retrier | None = None
     caps: Capabilities | None = None

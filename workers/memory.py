@@ -28,18 +28,28 @@ class MemoryBudget:
     def peak(self) -> int:
         return self._peak
 
-    @contextlib.asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
-        want = min(max(nbytes, 0), self.capacity)
+    def _clamp(self, nbytes: int) -> int:
+        return min(max(nbytes, 0), self.capacity)
+
+    async def acquire(self, nbytes: int) -> None:
+        """Wait until `nbytes` (at most the whole budget) are free, and take them."""
+        want = self._clamp(nbytes)
         async with self._cond:
             while self._used + want > self.capacity:
                 await self._cond.wait()
             self._used += want
             self._peak = max(self._peak, self._used)
+
+    async def release(self, nbytes: int) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._cond:
+                self._used -= self._clamp(nbytes)
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
+        await self.acquire(nbytes)
         try:
             yield
         finally:
-            with anyio.CancelScope(shield=True):
-                async with self._cond:
-                    self._used -= want
-                    self._cond.notify_all()
+            await self.release(nbytes)

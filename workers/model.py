@@ -29,6 +29,8 @@ class Action(StrEnum):
     STREAM = "stream"        # ranged GETs + (transform) + PutObject/multipart upload
     REWRAP = "rewrap"        # client-side: new wrapping of the data key only
     REFUSE = "refuse"        # will not be done (reason given), e.g. CSE decrypt not allowed
+    RECREATE = "recreate"    # versioned: re-created re-encrypted as a new version on top; the old one kept
+    RECREATE_DELETE = "recreate-delete"  # versioned: re-created on top, then the old version deleted
 
 
 class State(StrEnum):
@@ -106,6 +108,8 @@ class ObjectRef:
     etag: str
     version_id: str | None = None
     last_modified: float | None = None
+    is_latest: bool = True              # False for a noncurrent version (ListObjectVersions, inventory)
+    listed_mode: Mode | None = None     # encryption as the listing says (S3 Inventory EncryptionStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +161,4 @@ class Outcome:
     error_kind: str | None = None
     retries: int = 0
     plaintext_sha256: str | None = None
+    new_version_id: str | None = None   # versioned buckets: the version the re-encrypted copy became

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from workers.errors import ObjectChangedError, RekeyError
-from workers.job import Job
+from workers.job import Job, UploadResume
 from workers.model import ObjectRef, PartResult
 from workers.parts import PartSpan
 
@@ -25,7 +25,8 @@ async def _resume(job: Job, ref: ObjectRef, *, bucket: str, key: str, kind: str,
     point = await job.journal.resume_point(ref)
     if point is None:
         return None, {}
-    usable = point.kind == kind and point.part_size == part_size and point.source_etag == ref.etag
+    usable = bool(point.upload_id) and point.kind == kind and point.part_size == part_size \
+        and point.source_etag == ref.etag
     if usable:
         try:
             listed = await job.dest.list_parts(bucket, key, point.upload_id)
@@ -35,8 +36,42 @@ async def _resume(job: Job, ref: ObjectRef, *, bucket: str, key: str, kind: str,
             on_server = {p.part_number: p.etag for p in listed}
             done = {p.part_number: p for p in point.parts if on_server.get(p.part_number) == p.etag}
             return point.upload_id, done
-    await _abort(job, ref, bucket, key, point.upload_id)
+    await abandon(job, ref, point)
     return None, {}
+
+
+# Uploads initiated this long before the recorded intent are not ours (clock skew allowance).
+INTENT_SKEW = 600.0
+
+
+async def abandon(job: Job, ref: ObjectRef, point: UploadResume) -> None:
+    """Abort an earlier upload of this object and forget it. For an intent (killed between
+    CreateMultipartUpload and recording its id), abort the uploads of exactly that destination key
+    initiated after the intent was recorded."""
+    bucket, key = point.dest_bucket or job.dst.bucket, point.dest_key or job.dest_key(ref.key)
+    if point.upload_id:
+        await _abort(job, ref, bucket, key, point.upload_id)
+        return
+    with anyio.move_on_after(60, shield=True):
+        try:
+            uploads = await job.dest.list_uploads(bucket, key)
+        except RekeyError:
+            uploads = []
+        for up_key, upload_id, initiated in uploads:
+            if up_key == key and (initiated is None or initiated >= point.created_at - INTENT_SKEW):
+                try:
+                    await job.dest.abort_upload(bucket, key, upload_id)
+                except RekeyError:
+                    pass
+        if job.journal is not None:
+            await job.journal.upload_ended(ref, "")
+
+
+async def _intent(job: Job, ref: ObjectRef, *, bucket: str, key: str, part_size: int, kind: str) -> None:
+    """Record that an upload is about to be created, before CreateMultipartUpload answers."""
+    if job.journal is not None:
+        await job.journal.upload_started(ref, upload_id="", dest_bucket=bucket, dest_key=key,
+                                         part_size=part_size, source_etag=ref.etag, kind=kind)
 
 
 async def _abort(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str) -> None:
@@ -76,8 +111,9 @@ async def run_multipart(
     elif job.journal is not None:
         point = await job.journal.resume_point(ref)
         if point is not None:
-            await _abort(job, ref, bucket, key, point.upload_id)
+            await abandon(job, ref, point)
     if upload_id is None:
+        await _intent(job, ref, bucket=bucket, key=key, part_size=part_size, kind=kind)
         resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key,
                                    Bucket=bucket, Key=key, **create_params)
         upload_id = str(resp["UploadId"])
@@ -137,6 +173,7 @@ def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
 
 
 SendPart = Callable[[int, bytes], Awaitable[None]]
+ORDERED_UPLOADS = 4  # parts of one in-order (client-side) stream uploading at once
 
 
 async def run_ordered_upload(
@@ -159,7 +196,8 @@ async def run_ordered_upload(
     if job.journal is not None:
         point = await job.journal.resume_point(ref)
         if point is not None:
-            await _abort(job, ref, bucket, key, point.upload_id)
+            await abandon(job, ref, point)
+    await _intent(job, ref, bucket=bucket, key=key, part_size=part_size, kind=kind)
     resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key,
                                **create_params)
     upload_id = str(resp["UploadId"])
@@ -167,7 +205,7 @@ async def run_ordered_upload(
         await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
                                          part_size=part_size, source_etag=ref.etag, kind=kind)
     results: dict[int, str] = {}
-    slots = anyio.Semaphore(max(1, job.part_concurrency))
+    slots = anyio.Semaphore(max(1, min(ORDERED_UPLOADS, job.part_concurrency)))
     try:
         async with anyio.create_task_group() as tg:
 
@@ -180,10 +218,14 @@ async def run_ordered_upload(
                         PartNumber=number, Body=data, ContentMD5=md5, **(part_params or {})))
                     results[number] = str(r["ETag"])
                 finally:
+                    if job.write_memory is not None:
+                        await job.write_memory.release(len(data))
                     slots.release()
 
             async def send_part(number: int, data: bytes) -> None:
                 await slots.acquire()
+                if job.write_memory is not None:
+                    await job.write_memory.acquire(len(data))
                 tg.start_soon(upload, number, data)
 
             await produce(send_part)

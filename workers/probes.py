@@ -31,6 +31,14 @@ async def check_bucket(s3: S3, bucket: str, role: str) -> None:
     except ObjectChangedError:  # 404 on a bucket
         raise BucketMissingError(f"{role} bucket does not exist", bucket=bucket, op="head_bucket") from None
     except ObjectError as exc:
+        # HEAD answers have no body, so no error code: ask once more with a body to tell refused
+        # credentials from a denied bucket.
+        try:
+            await s3.call("list_objects_v2", bucket=bucket, Bucket=bucket, MaxKeys=0)
+        except FatalError:
+            raise
+        except RekeyError:
+            pass
         raise AccessDeniedError(f"{role} bucket is not accessible: {exc.message}", bucket=bucket,
                                 op="head_bucket") from None
 

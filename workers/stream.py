@@ -76,7 +76,8 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
             md5 = await content_md5(body)
             resp = await job.retried(f"put {dest_key}", lambda: job.dest.call(
                 "put_object", bucket=job.dst.bucket, key=dest_key, sse_c=sse_c, Bucket=job.dst.bucket,
-                Key=dest_key, Body=body, ContentMD5=md5, **carried_params(head), **tagging, **dest_enc_params))
+                Key=dest_key, Body=body, ContentMD5=md5, **carried_params(head), **tagging, **dest_enc_params,
+                **replace_guard(job, head)))
         return StreamResult(resp, 0, 2 * head.size)
 
     part_size = adjust_part_size(head.size, job.part_size)
@@ -98,5 +99,11 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
     resp, reused = await run_multipart(
         job, ref, bucket=job.dst.bucket, key=dest_key, kind="stream", part_size=part_size,
         spans=split(head.size, part_size), create_params={**carried_params(head), **tagging, **dest_enc_params},
-        upload_part=upload_part, complete_params=dest_key_params)
+        upload_part=upload_part, complete_params={**dest_key_params, **replace_guard(job, head)})
     return StreamResult(resp, reused, moved)
+
+
+def replace_guard(job: Job, head: ObjectHead) -> dict[str, Any]:
+    """In place, the final write replaces the object only if it is still the one that was read: a
+    concurrent overwrite gives 412 (recorded as changed), never a clobber."""
+    return {"IfMatch": head.etag} if job.in_place and head.etag else {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,8 @@ from engine.sandbox import SandboxInfo
 from tests.faultproxy import FaultProxy, Rule
 from tests.integration.reliability_helpers import (
     checkpoint_query,
+    child_env,
+    rekey_argv,
     run_rekey,
     secrets_absent,
     start_rekey,
@@ -48,15 +53,32 @@ def test_empty_key_file_is_refused(sandbox: SandboxInfo, bucket: str, tmp_path: 
     assert result.stderr == f"rekey: error: target.sse_c_key_file: {key}: key file is empty\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file anyway")
 def test_unreadable_key_file_is_refused(sandbox: SandboxInfo, bucket: str, tmp_path: Path) -> None:
-    key = tmp_path / "locked.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o000)
-    result = run_rekey("run", "-c", str(sse_c_config(tmp_path, sandbox, bucket, key)))
-    assert result.code == 2
-    assert result.stderr == (f"rekey: error: target.sse_c_key_file: {key}: "
-                             "key file is not readable (permission denied)\n")
+    # root reads a mode-000 file anyway, so as root the CLI runs as an unprivileged user (setpriv).
+    shared = Path(tempfile.mkdtemp(prefix="rekey-unreadable-"))
+    try:
+        shared.chmod(0o755)
+        key = shared / "locked.key"
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o000)
+        config = write_config(shared / "rekey.toml", {  # no CA bundle: the unprivileged user reads nothing else
+            "source": {"bucket": bucket, "endpoint_url": sandbox.s3_https},
+            "target": {"mode": "sse-c", "sse_c_key_file": str(key)},
+            "run": {"checkpoint": str(shared / "rekey.sqlite")},
+        })
+        config.chmod(0o644)
+        args = ["run", "-c", str(config)]
+        if os.geteuid() == 0:
+            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *rekey_argv(*args)],
+                                  capture_output=True, text=True, timeout=120, env=child_env(None), cwd="/")
+            code, stderr = proc.returncode, proc.stderr
+        else:
+            result = run_rekey(*args)
+            code, stderr = result.code, result.stderr
+        assert code == 2, stderr
+        assert stderr == f"rekey: error: target.sse_c_key_file: {key}: key file is not readable (permission denied)\n"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_missing_key_file_is_refused(sandbox: SandboxInfo, bucket: str, tmp_path: Path) -> None:
@@ -134,7 +156,7 @@ def wait_for(predicate: Any, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def test_object_deleted_between_listing_and_copy_is_recorded_as_changed(
+def test_object_deleted_between_listing_and_copy_is_recorded_as_deleted(
         s3_http: Any, bucket: str, proxy: FaultProxy, tmp_path: Path) -> None:
     for key in ("a", "victim", "z"):
         s3_http.put_object(Bucket=bucket, Key=key, Body=key.encode() * 100)
@@ -145,11 +167,11 @@ def test_object_deleted_between_listing_and_copy_is_recorded_as_changed(
     wait_for(lambda: proxy.statistics().injected["delay"] == 1)
     s3_http.delete_object(Bucket=bucket, Key="victim")
     out, err = child.communicate(timeout=60)
-    assert child.returncode == 1, out + err
+    # Nothing is left to re-encrypt: recorded with the reason, not done, and not retried forever.
+    assert child.returncode == 0, out + err
     row = checkpoint_query(tmp_path / "rekey.sqlite", "SELECT state, last_error FROM objects WHERE key='victim'")
-    assert row == [("changed", f"head_object s3://{bucket}/victim: object no longer exists")]
-    assert f"  changed: victim: head_object s3://{bucket}/victim: object no longer exists" in out
-    assert states(tmp_path / "rekey.sqlite") == {"done": 2, "changed": 1}
+    assert row == [("skipped", f"head_object s3://{bucket}/victim: deleted since it was listed")]
+    assert states(tmp_path / "rekey.sqlite") == {"done": 2, "skipped": 1}
 
     proxy.set_rules([])
     again = run_rekey("run", "-c", str(config), "-q")

@@ -137,9 +137,12 @@ def test_refused_credentials_stop_the_run_with_exit_3_instead_of_failing_every_o
     result = run_rekey("run", "-c", str(config), "-q", env=env)
 
     assert result.code == 3, result.stdout + result.stderr
-    # HeadBucket's 403 has no body, so no error code tells bad credentials from a denied bucket (see the report).
-    assert result.stderr == (f"rekey: error: head_bucket s3://{bucket}: source bucket is not accessible: "
-                             "access denied: 403 (Forbidden)\n")
+    # HeadBucket's 403 has no body; rekey asks once more with a body to name the real cause.
+    expected = {"unknown access key": "InvalidAccessKeyId (The access key ID you provided does not exist in "
+                                      "our records.)",
+                "wrong secret": "SignatureDoesNotMatch (The request signature we calculated does not match the "
+                                "signature you provided. Check your key and signing method.)"}[which]
+    assert result.stderr == f"rekey: error: list_objects_v2 s3://{bucket}: credentials refused: {expected}\n"
     assert "Traceback" not in result.stderr
     assert states(tmp_path / "rekey.sqlite").get("failed", 0) == 0
     assert env[next(iter(env))] not in result.stdout + result.stderr

@@ -1,0 +1,150 @@
+"""UpdateObjectEncryption: turn an SSE-S3 or SSE-KMS object into SSE-KMS in place, without copying its data.
+
+What AWS documents for the operation (`PUT /{Bucket}/{Key+}?encryption`), and so what rekey checks first
+(`why_not_applicable`): the object stays where it is (in place only); the source must be SSE-S3 or SSE-KMS
+(not plaintext, DSSE-KMS or SSE-C); the new encryption can only be SSE-KMS, named by a full key ARN (not a
+key id or alias) and, unless AWS Support enabled organisation keys, owned by the bucket owner's account;
+no encryption context can be given; Object Lock retention or a legal hold on the object makes it answer
+AccessDenied. It keeps the ETag, metadata, storage class and last-modified date and writes no new version.
+
+Why it is never sent untested: SeaweedFS 4.48 and moto 5 do not implement it, and do not say so: both route
+`PUT ...?encryption` to PutObject and answer 200, replacing the object's data with the request's XML body,
+unencrypted (seen here; on a versioned bucket it becomes a new current version). So rekey first runs
+`probe_update_encryption` on a scratch object, once per checkpoint, and `update_object_encryption` sends the
+request only when that probe showed the endpoint really implements it (capability `CAP_UPDATE_ENCRYPTION`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+from workers.errors import ObjectChangedError, ObjectError, RekeyError, UnsupportedError, VerifyError
+from workers.job import Job
+from workers.model import Encryption, Mode, ObjectHead, ObjectRef
+from workers.probes import probe_key
+from workers.s3 import S3
+from workers.sse import satisfies
+
+log = logging.getLogger("rekey.update_encryption")
+
+CAP_UPDATE_ENCRYPTION = "update_object_encryption"   # True only after a probe showed it works
+OPERATION = "update_object_encryption"
+# The KMSKeyArn pattern of the S3 API model (botocore's s3 service-2.json).
+KEY_ARN = re.compile(r"^arn:aws[a-zA-Z0-9-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[a-zA-Z0-9-]+$")
+_SOURCES = (Mode.SSE_S3, Mode.SSE_KMS)
+
+
+def why_not_applicable(source: Encryption, target: Encryption, *, in_place: bool) -> str | None:
+    """Why UpdateObjectEncryption cannot turn `source` into `target`, or None when it can. Pure."""
+    if not in_place:
+        return "only in place (it changes the object in its own bucket)"
+    if target.mode != Mode.SSE_KMS:
+        return f"only to SSE-KMS (target is {target.mode.value})"
+    if source.mode not in _SOURCES:
+        return f"only from SSE-S3 or SSE-KMS (object is {source.mode.value})"
+    if not target.kms_key_id or not KEY_ARN.match(target.kms_key_id):
+        return "needs the target KMS key as a full key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
+    if target.context:
+        return "cannot set an encryption context"
+    return None
+
+
+def request_params(bucket: str, key: str, target: Encryption, version_id: str | None = None) -> dict[str, Any]:
+    """The UpdateObjectEncryption parameters, in the shape of botocore's API model."""
+    sse_kms: dict[str, Any] = {"KMSKeyArn": target.kms_key_id}
+    if target.bucket_key is not None:
+        sse_kms["BucketKeyEnabled"] = target.bucket_key
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ObjectEncryption": {"SSEKMS": sse_kms}}
+    if version_id:
+        params["VersionId"] = version_id
+    return params
+
+
+def _answered_etag(resp: dict[str, Any]) -> str | None:
+    headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    etag = headers.get("etag")
+    return str(etag) if etag else None
+
+
+async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
+    """Change one object to the target SSE-KMS key without copying it.
+
+    Returns False, having sent nothing, when it does not apply (see `why_not_applicable`) or the endpoint
+    was not shown to implement it; False too when the endpoint answers NotImplemented (the capability is
+    then learned as False) or refuses this object (AccessDenied for Object Lock or a foreign key,
+    InvalidRequest): the caller copies instead. True when the server accepted it: the caller then verifies
+    with HeadObject (target key, same size, same ETag: the operation keeps the ETag).
+    An object changed or deleted meanwhile raises `ObjectChangedError`, as a copy would.
+    """
+    why = why_not_applicable(head.encryption, job.target, in_place=job.in_place)
+    if why is not None or job.caps is None or job.caps.get(CAP_UPDATE_ENCRYPTION) is not True:
+        return False
+    params = request_params(job.src.bucket, ref.key, job.target, ref.version_id or head.version_id)
+    try:
+        resp = await job.retried(f"update encryption {ref.key}", lambda: job.source.call(
+            OPERATION, bucket=job.src.bucket, key=ref.key, **params))
+    except UnsupportedError:
+        log.info("learned about this endpoint: %s = False (it answered NotImplemented)", CAP_UPDATE_ENCRYPTION)
+        await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
+        return False
+    except ObjectChangedError:
+        raise
+    except ObjectError as exc:
+        log.info("UpdateObjectEncryption refused for %s, copying instead: %s", ref.key, exc.message)
+        return False
+    etag = _answered_etag(resp)
+    if etag is not None and head.etag and etag != head.etag:
+        # What SeaweedFS and moto do: the request was stored as the object's new content.
+        await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
+        raise VerifyError("UpdateObjectEncryption answered with a new ETag: the endpoint stored the request as "
+                          "the object's data (it does not implement the operation)",
+                          bucket=job.src.bucket, key=ref.key, op=OPERATION)
+    return True
+
+
+async def probe_update_encryption(s3: S3, bucket: str, prefix: str, target: Encryption) -> str | None:
+    """Does this endpoint really implement UpdateObjectEncryption? None when it does, else why not.
+
+    On a scratch SSE-S3 object: send it, then HEAD. Implemented means the object now has the target
+    key and the same size and ETag. Every version of the scratch key is deleted afterwards.
+    """
+    why = why_not_applicable(Encryption(Mode.SSE_S3), target, in_place=True)
+    if why is not None:
+        return f"not applicable: {why}"
+    key = probe_key(prefix)
+    body = os.urandom(1024)
+    try:
+        put = await s3.call("put_object", bucket=bucket, key=key, Bucket=bucket, Key=key, Body=body,
+                            ServerSideEncryption="AES256")
+        try:
+            await s3.call(OPERATION, bucket=bucket, key=key, **request_params(bucket, key, target))
+        except UnsupportedError:
+            return "the endpoint answered NotImplemented"
+        after = await s3.head(bucket, key)
+        if after.size != len(body) or after.etag != put.get("ETag"):
+            return ("the endpoint answered 200 but stored the request as the object's data "
+                    f"({after.size} bytes, was {len(body)}): it does not implement UpdateObjectEncryption")
+        if not satisfies(after.encryption, target):
+            return f"the endpoint answered 200 but the object is {after.encryption.mode.value}"
+        return None
+    except RekeyError as exc:
+        return f"probe failed: {exc}"
+    finally:
+        await _delete_all_versions(s3, bucket, key)
+
+
+async def _delete_all_versions(s3: S3, bucket: str, key: str) -> None:
+    try:
+        listed = await s3.call("list_object_versions", bucket=bucket, key=key, Bucket=bucket, Prefix=key)
+        versions = [v for v in [*(listed.get("Versions") or []), *(listed.get("DeleteMarkers") or [])]
+                    if v.get("Key") == key]
+        for v in versions:
+            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key,
+                          VersionId=v["VersionId"])
+        if not versions:
+            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+    except RekeyError as exc:  # best effort: a scratch key left behind is named in the log
+        log.warning("could not delete probe object s3://%s/%s: %s", bucket, key, exc)
