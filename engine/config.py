@@ -25,7 +25,8 @@ MAX_PART = 5 * GiB
 
 class Verify(StrEnum):
     HEAD = "head"   # HeadObject after every write: mode, key, size must match
-    NONE = "none"   # trust the write response (faster, not recommended)
+    AUTO = "auto"   # HeadObject until the write answers proved truthful on a path, then the answers
+    NONE = "none"   # no check after the write (not recommended)
 
 
 class Noncurrent(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.config import Config
 from workers.model import ObjectRef
@@ -56,3 +56,44 @@ async def list_objects(s3: S3, bucket: str, key_filter: KeyFilter, *,
         if nxt:
             position = nxt[-1].key
     yield [r for r in (page or []) if key_filter.wants(r.key)], position, True
+
+
+class DestinationIndex:
+    """Merge-join of the destination listing with the source listing: both come sorted by key and
+    the prefix rewrite keeps that order, so one pass over the destination replaces a HeadObject
+    per object, in constant memory."""
+
+    def __init__(self, s3: S3, bucket: str, src_prefix: str, dst_prefix: str, *, start_after: str = "") -> None:
+        self._src_prefix = src_prefix
+        self._dst_prefix = dst_prefix
+        self._pages = s3.list_pages(bucket, dst_prefix, start_after=self.dest_key(start_after) if start_after else "")
+        self._buffer: list[ObjectRef] = []
+        self._at = 0
+        self._done = False
+
+    def dest_key(self, key: str) -> str:
+        rest = key[len(self._src_prefix):] if key.startswith(self._src_prefix) else key
+        return self._dst_prefix + rest
+
+    async def annotate(self, refs: list[ObjectRef]) -> list[ObjectRef]:
+        """The refs (in key order) with what the destination listing shows for each."""
+        out = []
+        for ref in refs:
+            dk = self.dest_key(ref.key)
+            found = await self._seek(dk)
+            out.append(replace(ref, dest_listed=True, dest_size=found.size if found else None))
+        return out
+
+    async def _seek(self, key: str) -> ObjectRef | None:
+        while True:
+            while self._at < len(self._buffer) and self._buffer[self._at].key < key:
+                self._at += 1
+            if self._at < len(self._buffer):
+                head = self._buffer[self._at]
+                return head if head.key == key else None
+            if self._done:
+                return None
+            try:
+                self._buffer, self._at = list(await anext(self._pages)), 0
+            except StopAsyncIteration:
+                self._done = True

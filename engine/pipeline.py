@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.checkpoint import Checkpoint
 from engine.config import Config, CseKeyring
 from engine.journal import AsyncCheckpoint
-from engine.listing import KeyFilter, list_objects
+from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.progress import Progress
 from engine.retry import Retrier, Throttle
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
@@ -128,7 +128,8 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         or config.destination.endpoint == config.source.endpoint,
         target=config.target.encryption, source_sse_c_key=config.source.sse_c_key,
         part_size=run.part_size, multipart_threshold=run.multipart_threshold,
-        part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value == "head",
+        part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value != "none",
+        verify_auto=run.verify.value == "auto",
         memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
         write_memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
         journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms),
@@ -199,9 +200,15 @@ class Run:
             position, done = await self.acp.run(cp.listing_position)
             if done:
                 position = ""  # a new pass: picks up new or changed objects; done ones cost nothing
+            index = None
+            if not self.job.in_place:
+                index = DestinationIndex(self.job.dest, self.job.dst.bucket, self.job.src.prefix,
+                                         self.job.dst.prefix, start_after=position)
             async for refs, pos, last in list_objects(self.job.source, self.job.src.bucket, self.key_filter,
                                                       start_after=position):
                 todo = await self.acp.run(lambda r=refs, p=pos, d=last: cp.add_listed(r, position=p, done=d))
+                if index is not None:
+                    todo = await index.annotate(todo)
                 for ref in todo:
                     if ref.key in sent:
                         continue

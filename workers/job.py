@@ -86,6 +86,8 @@ class Job:
     multipart_threshold: int = 64 * 1024 * 1024
     part_concurrency: int = 8        # parts of one object in flight
     verify: bool = True
+    verify_auto: bool = False        # trust copy answers on paths where they matched HeadObject (see migrate)
+    calibration: dict[str, int] = field(default_factory=dict)  # verify_auto: agreements seen per path
     memory: MemoryBudget | None = None   # bytes of part buffers read and not yet written
     write_memory: MemoryBudget | None = None  # bytes of transformed parts waiting for or in an upload
     journal: PartJournal | None = None

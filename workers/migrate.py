@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from workers import sse
-from workers.cse import ContentAlg, Envelope, Keyring, detect_format, is_instruction_file, needs_instruction_file
+from workers.cse import (
+    INSTRUCTION_SUFFIX,
+    ContentAlg,
+    Envelope,
+    Keyring,
+    detect_format,
+    is_instruction_file,
+    load_instruction_file,
+    needs_instruction_file,
+)
 from workers.cse_transfer import already_under_target, delete_instruction, load_envelope, rewrap, transfer, verify_cse
 from workers.errors import (
     FatalError,
@@ -29,6 +39,10 @@ log = logging.getLogger("rekey.migrate")
 # Capability names remembered per run in the checkpoint.
 CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server answered 501
 CAP_COPY_APPLIES = "copy_applies_{src}_to_{dst}"       # False once a copy did not apply the encryption
+CAP_RESPONSE_TRUTHFUL = "copy_response_truthful_{src}_to_{dst}"  # verify = "auto": answers match HEADs
+CALIBRATION = 3  # objects per path verified both ways before copy answers are trusted
+INSTRUCTION_MAX = 64 * 1024
+INSTRUCTION_KEYS = frozenset({"x-amz-3", "x-amz-key-v2", "x-amz-key"})  # an encrypted data key
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +126,7 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
     """Everything that happens to one object. Errors before the source is known propagate; later
     per-object errors come back as a failed or changed outcome that names the source mode."""
     head = await head_source(job, ref)
-    ref = ObjectRef(ref.key, head.size, head.etag, ref.version_id or head.version_id, ref.last_modified)
+    ref = replace(ref, size=head.size, etag=head.etag, version_id=ref.version_id or head.version_id)
     base = Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=head.encryption.mode,
                    target_mode=job.target.mode, version_id=ref.version_id)
     try:
@@ -120,12 +134,29 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
     except FatalError:
         raise
     except RekeyError as exc:
+        if not exc.key:  # format and crypto errors know no object: name it
+            exc.bucket, exc.key, exc.op = job.src.bucket, ref.key, exc.op or "transform"
         state, reason = describe_error(exc)
         return replace(base, state=state, error=reason, error_kind=type(exc).__name__)
 
 
+async def looks_like_instruction_file(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
+    """`<key>.instruction` holding a small JSON map of S3EC keys. The marker metadata alone is not
+    enough: SeaweedFS drops user metadata whose value is empty, and the marker's value is ""."""
+    if not ref.key.endswith(INSTRUCTION_SUFFIX) or head.size > INSTRUCTION_MAX or \
+            head.encryption.mode == Mode.SSE_C:
+        return False
+    body, _ = await job.retried(f"get {ref.key}", lambda: job.source.get_all(job.src.bucket, ref.key,
+                                                                             version_id=ref.version_id))
+    try:
+        keys = load_instruction_file(body)
+    except RekeyError:
+        return False
+    return bool(INSTRUCTION_KEYS & set(keys))
+
+
 async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome) -> Outcome:
-    if is_instruction_file(head.metadata):
+    if is_instruction_file(head.metadata) or await looks_like_instruction_file(job, ref, head):
         return replace(base, error=None, action=Action.SKIP, source_mode=Mode.CSE)  # moves with its object
     cse = job.cse
     cse_target = cse is not None and cse.target is not None
@@ -137,7 +168,10 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
                                                           target_mode=Mode.CSE if cse_target else job.target.mode),
                                   env)
     source_mode = head.encryption.mode
-    dest = None if job.in_place else await head_dest(job, ref)
+    # Bucket to bucket: HEAD the destination only when its listing showed an object of this size there
+    # (or was not consulted, e.g. for objects resumed from the checkpoint).
+    needs_dest_head = not job.in_place and (not ref.dest_listed or ref.dest_size == head.size)
+    dest = await head_dest(job, ref) if needs_dest_head else None
     plan = plan_object(head, target=job.target, in_place=job.in_place, same_endpoint=job.same_endpoint,
                        multipart_threshold=job.multipart_threshold, dest=dest,
                        part_copy_ok=_part_copy_ok(job, head), copy_applies=_copy_applies(job, head))
@@ -155,11 +189,17 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
             await _learn(job, CAP_PART_COPY_FROM.format(mode=source_mode.value), False)
             action = Action.STREAM
     elif action == Action.COPY:
-        await copy_object(job, ref, head)
+        response = await copy_object(job, ref, head)
         copied = head.size
+        if job.verify_auto and _response_trusted(job, source_mode) and \
+                sse.mismatch(sse.observed(response), job.target) is None:
+            etag = str((response.get("CopyObjectResult") or {}).get("ETag") or "") or None
+            return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=etag)
     dest_key = job.dest_key(ref.key)
     if action != Action.STREAM and job.verify:
         written, why = await check_written(job, dest_key, head.size)
+        if action == Action.COPY and job.verify_auto:
+            await _calibrate(job, source_mode, response, written)
         if why is None:
             return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=written.etag)
         if written.size != head.size or written.encryption.mode not in (source_mode, job.target.mode):
@@ -193,6 +233,7 @@ async def _migrate_cse(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome
             return replace(base, action=Action.REFUSE, error="client-side encrypted: decrypting it into "
                            f"{job.target.mode.value} needs [target] allow_client_side_decrypt = true")
         assert env is not None
+        base = replace(base, action=Action.STREAM)
         key = await _source_keyring(job, cse).unwrap(env)
         result = await transfer(job, ref, head, decrypt_with=key, source_env=env, encrypt=None)
         new_etag = None
@@ -206,6 +247,7 @@ async def _migrate_cse(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome
         return replace(base, state=State.DONE, action=Action.STREAM, bytes_through_client=result.bytes_through_client,
                        plaintext_sha256=result.plaintext_sha256, new_etag=new_etag)
     if env is None:  # plain or server-side -> client-side
+        base = replace(base, action=Action.STREAM)
         result = await transfer(job, ref, head, decrypt_with=None, source_env=None, encrypt=cse)
         action = Action.STREAM
     elif await already_under_target(cse, env):
@@ -214,9 +256,11 @@ async def _migrate_cse(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome
         result = await rewrap(job, ref, head, env, replace(cse, source=cse.target))  # copied as it is
         action = Action.REWRAP
     elif env.format == cse.target_format and env.content_alg != ContentAlg.AES_CBC:
+        base = replace(base, action=Action.REWRAP)
         result = await rewrap(job, ref, head, env, replace(cse, source=_source_keyring(job, cse)))
         action = Action.REWRAP
     else:  # another format (V2 -> V3, CBC): decrypt and encrypt again
+        base = replace(base, action=Action.STREAM)
         key = await _source_keyring(job, cse).unwrap(env)
         result = await transfer(job, ref, head, decrypt_with=key, source_env=env, encrypt=cse)
         action = Action.STREAM
@@ -232,6 +276,29 @@ def _source_keyring(job: Job, cse: CseSettings) -> Keyring:
         raise WrongKeyError("client-side encrypted and no [source.cse] keys or [kms] are configured to open it",
                             bucket=job.src.bucket, op="unwrap")
     return cse.source
+
+
+def _response_trusted(job: Job, source_mode: Mode) -> bool:
+    return job.caps is not None and job.caps.get(
+        CAP_RESPONSE_TRUTHFUL.format(src=source_mode.value, dst=job.target.mode.value)) is True
+
+
+async def _calibrate(job: Job, source_mode: Mode, response: dict[str, Any], written: ObjectHead) -> None:
+    """verify = "auto": compare what CopyObject answered with what HeadObject then reports. After
+    CALIBRATION agreements on one path the answers are trusted for it; one disagreement, never."""
+    if job.caps is None:
+        return
+    name = CAP_RESPONSE_TRUTHFUL.format(src=source_mode.value, dst=job.target.mode.value)
+    if job.caps.get(name) is not None:
+        return
+    answered = sse.observed(response)
+    if answered.mode != written.encryption.mode or answered.key_md5 != written.encryption.key_md5 or \
+            not sse.kms_key_matches(answered.kms_key_id, written.encryption.kms_key_id):
+        await _learn(job, name, False)
+        return
+    job.calibration[name] = job.calibration.get(name, 0) + 1
+    if job.calibration[name] >= CALIBRATION:
+        await _learn(job, name, True)
 
 
 def _copy_applies(job: Job, head: ObjectHead) -> bool:

@@ -29,6 +29,7 @@ class Action(StrEnum):
     STREAM = "stream"        # ranged GETs + (transform) + PutObject/multipart upload
     REWRAP = "rewrap"        # client-side: new wrapping of the data key only
     REFUSE = "refuse"        # will not be done (reason given), e.g. CSE decrypt not allowed
+    UPDATE = "update"        # UpdateObjectEncryption: the server changed the KMS key in place, no data copied
     RECREATE = "recreate"    # versioned: re-created re-encrypted as a new version on top; the old one kept
     RECREATE_DELETE = "recreate-delete"  # versioned: re-created on top, then the old version deleted
 
@@ -110,6 +111,8 @@ class ObjectRef:
     last_modified: float | None = None
     is_latest: bool = True              # False for a noncurrent version (ListObjectVersions, inventory)
     listed_mode: Mode | None = None     # encryption as the listing says (S3 Inventory EncryptionStatus)
+    dest_listed: bool = False           # the destination listing was consulted for this key
+    dest_size: int | None = None        # size of the destination object it showed (None: none there)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ class S3:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             tcp_keepalive=True,
+            parameter_validation=False,  # requests are built by code, not users: save the CPU per request
         )
         kwargs: dict[str, Any] = {"config": config, "region_name": endpoint.region or "us-east-1"}
         if endpoint.endpoint_url:
