@@ -172,7 +172,8 @@ _ALLOWED: dict[str, set[str]] = {
                "allow_client_side_decrypt"},
     "kms": {"endpoint_url", "region", "profile", "ca_bundle"},
     "run": {"checkpoint", "concurrency", "part_size", "multipart_threshold", "verify",
-            "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries"},
+            "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries",
+            "lean_requests"},
 }
 
 
@@ -258,7 +259,7 @@ class _Section:
             raise ConfigError(f"{self.where(key)}: unknown value {value!r} (one of {allowed})") from None
 
 
-def _endpoint(sec: _Section, max_connections: int) -> Endpoint:
+def _endpoint(sec: _Section, max_connections: int, lean: bool = True) -> Endpoint:
     ca = sec.text("ca_bundle")
     if ca:
         _readable_file(ca, sec.where("ca_bundle"))
@@ -266,7 +267,7 @@ def _endpoint(sec: _Section, max_connections: int) -> Endpoint:
     if url and not re.match(r"^https?://", url):
         raise ConfigError(f"{sec.where('endpoint_url')}: must start with http:// or https://, got {url!r}")
     return Endpoint(endpoint_url=url, region=sec.text("region"), profile=sec.text("profile"),
-                    ca_bundle=ca, max_connections=max_connections)
+                    ca_bundle=ca, max_connections=max_connections, lean=lean)
 
 
 def _readable_file(path: str, where: str) -> None:
@@ -409,11 +410,12 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
     )
     pool = concurrency * 2 + 8
+    lean = bool(run_sec.flag("lean_requests", True))
     src_data = data["source"]
     src = _Section("source", src_data)
     source = Source(
         location=Location(str(src.text("bucket", required=True)), src.text("prefix", "") or ""),
-        endpoint=_endpoint(src, pool),
+        endpoint=_endpoint(src, pool, lean),
         include=src.str_list("include"),
         exclude=src.str_list("exclude"),
         sse_c_key=_key(src, "sse_c_key_file", base),
@@ -427,7 +429,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         dst = _Section("destination", data["destination"])
         bucket = dst.text("bucket") or source.location.bucket
         prefix = dst.text("prefix")
-        endpoint = _endpoint(dst, pool) if dst.text("endpoint_url") or dst.text("profile") else source.endpoint
+        endpoint = _endpoint(dst, pool, lean) if dst.text("endpoint_url") or dst.text("profile") else source.endpoint
         dst_prefix = source.location.prefix if prefix is None else prefix
         in_place = (bucket == source.location.bucket and dst_prefix == source.location.prefix
                     and endpoint.endpoint_url == source.endpoint.endpoint_url)

@@ -95,6 +95,9 @@ class Throttle:
         return ThrottleStats(self.throttles, self.retries, self.window, self.min_window_seen)
 
 
+PAUSE_AFTER_TRIES = 2
+
+
 class Retrier:
     """Retry one request on `RetryableError` (and a lost endpoint) with capped, jittered backoff."""
 
@@ -128,7 +131,9 @@ class Retrier:
                 result = await fn()
             except RetryableError as exc:
                 if exc.throttled:
-                    self.throttle.on_throttle(exc.retry_after)
+                    # Narrow the window on every throttle; pause everyone only for one that outlasted
+                    # a couple of tries (requests sent without botocore's own retries reach here first).
+                    self.throttle.on_throttle(exc.retry_after if attempt >= PAUSE_AFTER_TRIES else None)
                 if attempt >= self.max_retries:
                     raise
                 self.throttle.retries += 1

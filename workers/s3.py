@@ -16,6 +16,7 @@ from aiobotocore.session import AioSession
 
 from workers import sse
 from workers.errors import RetryableError, classify_attempt, classify_s3_error
+from workers.lean import LeanClient, supports
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 
 log = logging.getLogger("rekey.s3")
@@ -34,6 +35,7 @@ class Endpoint:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     extra: Mapping[str, str] = field(default_factory=dict)
+    lean: bool = True                # HeadObject/CopyObject through workers.lean (an endpoint_url is needed)
 
     @property
     def is_plain_http(self) -> bool:
@@ -67,6 +69,7 @@ class S3:
 
     def __init__(self, client: Any, endpoint: Endpoint) -> None:
         self._client = client
+        self._lean: LeanClient | None = None  # HeadObject and CopyObject without botocore (workers.lean)
         self.endpoint = endpoint
         self.requests = 0  # requests sent, for reports and benchmarks
 
@@ -98,7 +101,17 @@ class S3:
             except Exception as exc:  # e.g. a profile that does not exist
                 raise classify_s3_error(exc, op="connect") from None
             client.meta.events.register(f"needs-retry.{service}", _on_attempt)
-            yield cls(client, endpoint)  # errors of the caller's block pass through untouched
+            lean = None
+            if service == "s3" and endpoint.lean and endpoint.endpoint_url:
+                credentials = await session.get_credentials()
+                if credentials is not None:
+                    lean = LeanClient(endpoint.endpoint_url, endpoint.region or "us-east-1", credentials,
+                                      ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
+                                      timeout=endpoint.read_timeout)
+                    stack.push_async_callback(lean.close)
+            s3 = cls(client, endpoint)
+            s3._lean = lean
+            yield s3  # errors of the caller's block pass through untouched
 
     @property
     def client(self) -> Any:
@@ -112,7 +125,10 @@ class S3:
         if log.isEnabledFor(logging.DEBUG):  # names only: parameters may carry SSE-C keys
             log.debug("%s s3://%s/%s", op, bucket, key)
         try:
-            result: dict[str, Any] = await getattr(self._client, op)(**params)
+            if self._lean is not None and supports(op, params):
+                result: dict[str, Any] = await getattr(self._lean, op)(params)
+            else:
+                result = await getattr(self._client, op)(**params)
             return result
         except anyio.get_cancelled_exc_class():
             raise
