@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.report import build_report, summary_text, write_json
     config = _load(args)
     progress = Progress(enabled=False if args.quiet else None)
-    result = run_async(lambda: run_migration(config, progress))
+    result = run_async(lambda: run_migration(config, progress,
+                                             confirm_delete_noncurrent=args.confirm_delete_noncurrent))
     from engine.pipeline import open_checkpoint
     cp = open_checkpoint(config, create=False)
     try:
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config("run", "run or resume a migration")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON completion report here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; summary only on failure")
+    p.add_argument("--confirm-delete-noncurrent", action="store_true",
+                   help='with [run] noncurrent = "delete": allow deleting old versions once their copies are verified')
     p = with_config("plan", "what a run would do, without writing anything")
     p.add_argument("--json", action="store_true")
     p = with_config("status", "progress recorded in the checkpoint")

@@ -12,21 +12,26 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.checkpoint import Checkpoint
-from engine.config import Config, CseKeyring
+from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
 from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
+from engine.manifest import manifest_pages, trusted_skip
 from engine.progress import Progress
 from engine.retry import Retrier, Throttle
+from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError, ObjectGoneError, RekeyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
 from workers.migrate import describe_error, migrate_object
-from workers.model import Action, Mode, ObjectRef, Outcome, State
+from workers.model import Action, Encryption, Mode, ObjectRef, Outcome, State
 from workers.multipart import abandon
 from workers.probes import UnsafeTargetError, check_bucket, probe_part_copy_into_sse_c, probe_target
 from workers.s3 import S3, Endpoint
+from workers.update_encryption import CAP_UPDATE_ENCRYPTION, probe_update_encryption, why_not_applicable
+from workers.versions import migrate_versions
 
+Item = ObjectRef | list[ObjectRef]   # one object, or every version of one key (noncurrent != "keep")
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
 FLUSH_SECONDS = 0.5
 
@@ -152,6 +157,11 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
                 f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
                 "refusing to replace objects with ones it would not protect", bucket=job.dst.bucket, op="probe")
         await acp.learn(name, True)
+    if (config.run.update_in_place == UpdateInPlace.AUTO and acp.get(CAP_UPDATE_ENCRYPTION) is None
+            and why_not_applicable(Encryption(Mode.SSE_S3), target.encryption, in_place=job.in_place) is None):
+        # Never trusted untested: SeaweedFS and moto store the request as the object's data.
+        why = await probe_update_encryption(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
+        await acp.learn(CAP_UPDATE_ENCRYPTION, why is None)
     if target.mode == Mode.SSE_C and acp.get("upload_part_copy_into_sse_c") is None:
         ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         await acp.learn("upload_part_copy_into_sse_c", ok)
@@ -179,7 +189,10 @@ class Run:
     """The task graph of one run."""
 
     def __init__(self, config: Config, job: Job, acp: AsyncCheckpoint, throttle: Throttle,
-                 progress: Progress) -> None:
+                 progress: Progress, *, confirm_delete_noncurrent: bool = False) -> None:
+        self.confirm_delete_noncurrent = confirm_delete_noncurrent
+        self.versioned = (config.run.noncurrent != Noncurrent.KEEP and not config.source.manifest
+                          and job.in_place)
         self.config = config
         self.job = job
         self.acp = acp
@@ -188,24 +201,48 @@ class Run:
         self.key_filter = KeyFilter.from_config(config)
         self.had_uploads: set[tuple[str, str]] = set()
 
-    async def produce(self, send: MemoryObjectSendStream[ObjectRef]) -> None:
+    def _pages(self, position: str) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
+        if self.config.source.manifest:
+            return manifest_pages(self.config.source.manifest, self.key_filter, bucket=self.job.src.bucket,
+                                  start_after=position)
+        return list_objects(self.job.source, self.job.src.bucket, self.key_filter, start_after=position)
+
+    async def produce(self, send: MemoryObjectSendStream[Item]) -> None:
         cp = self.acp.sync
         self.had_uploads = await self.acp.run(cp.upload_keys)
         async with send:
             sent: set[str] = set()
-            for row in await self.acp.run(cp.unfinished):
+            rows = await self.acp.run(cp.unfinished)
+            if self.versioned:   # a key left unfinished is done again as a whole group (see workers.versions)
+                for key in dict.fromkeys(row.key for row in rows):
+                    sent.add(key)
+                    group = await key_versions(self.job.source, self.job.src.bucket, key)
+                    if group:
+                        self.progress.discovered(len(group), sum(r.size for r in group))
+                        await send.send(group)
+            for row in [] if self.versioned else rows:
                 sent.add(row.key)
                 self.progress.discovered(1, row.size)
                 await send.send(row.ref())
             position, done = await self.acp.run(cp.listing_position)
             if done:
                 position = ""  # a new pass: picks up new or changed objects; done ones cost nothing
+            if self.versioned:
+                async for groups, pos, last in version_groups(self.job.source, self.job.src.bucket,
+                                                              self.key_filter, start_after=position):
+                    flat = [r for g in groups for r in g]
+                    todo = await self.acp.run(lambda r=flat, p=pos, d=last: cp.add_listed(r, position=p, done=d))
+                    keys = {r.key for r in todo} - sent
+                    for group in groups:
+                        if group[0].key in keys:
+                            self.progress.discovered(len(group), sum(r.size for r in group))
+                            await send.send(group)
+                return
             index = None
             if not self.job.in_place:
                 index = DestinationIndex(self.job.dest, self.job.dst.bucket, self.job.src.prefix,
                                          self.job.dst.prefix, start_after=position)
-            async for refs, pos, last in list_objects(self.job.source, self.job.src.bucket, self.key_filter,
-                                                      start_after=position):
+            async for refs, pos, last in self._pages(position):
                 todo = await self.acp.run(lambda r=refs, p=pos, d=last: cp.add_listed(r, position=p, done=d))
                 if index is not None:
                     todo = await index.annotate(todo)
@@ -215,18 +252,28 @@ class Run:
                     self.progress.discovered(1, ref.size)
                     await send.send(ref)
 
-    async def work(self, recv: MemoryObjectReceiveStream[ObjectRef],
+    async def work(self, recv: MemoryObjectReceiveStream[Item],
                    out: MemoryObjectSendStream[Outcome]) -> None:
         async with recv, out:
             async for ref in recv:
                 await self.throttle.acquire()
                 try:
-                    outcome = await process_one(self.job, ref)
-                    if (ref.key, ref.version_id or "") in self.had_uploads:
+                    outcomes = await self.process(ref)
+                    if not isinstance(ref, list) and (ref.key, ref.version_id or "") in self.had_uploads:
                         await self.drop_leftover_upload(ref)
                 finally:
                     await self.throttle.release()
-                await out.send(outcome)
+                for outcome in outcomes:
+                    await out.send(outcome)
+
+    async def process(self, item: Item) -> list[Outcome]:
+        if isinstance(item, list):
+            return await migrate_versions(self.job, item, self.config.run.noncurrent.value,
+                                          confirmed=self.confirm_delete_noncurrent)
+        if self.config.source.manifest_trust_encryption and trusted_skip(item, self.job.target):
+            return [Outcome(key=item.key, state=State.SKIPPED, action=Action.SKIP, source_mode=item.listed_mode,
+                            target_mode=self.job.target.mode, new_etag=item.etag or None)]
+        return [await process_one(self.job, item)]
 
     async def drop_leftover_upload(self, ref: ObjectRef) -> None:
         """An object finished (or found already right) while an earlier run's upload for it is still
@@ -251,7 +298,7 @@ class Run:
 
     async def run(self) -> None:
         n = self.config.run.concurrency
-        send, recv = anyio.create_memory_object_stream[ObjectRef](n)
+        send, recv = anyio.create_memory_object_stream[Item](n)
         out_send, out_recv = anyio.create_memory_object_stream[Outcome](n * 4)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.produce, send)
@@ -273,9 +320,13 @@ def first_fatal(exc: BaseException) -> FatalError | None:
     return None
 
 
-async def run_migration(config: Config, progress: Progress) -> RunResult:
+async def run_migration(config: Config, progress: Progress, *,
+                        confirm_delete_noncurrent: bool = False) -> RunResult:
     """Run or resume a migration. Fatal errors are raised; per-object errors end up in the checkpoint."""
     check_transport(config)
+    if config.run.noncurrent == Noncurrent.DELETE and not confirm_delete_noncurrent:
+        raise ConfigError('run.noncurrent: "delete" deletes old versions once their re-encrypted copies are '
+                          "verified: run again with --confirm-delete-noncurrent")
     started = time.monotonic()
     cp = await anyio.to_thread.run_sync(open_checkpoint, config)
     acp = AsyncCheckpoint(cp)
@@ -288,7 +339,8 @@ async def run_migration(config: Config, progress: Progress) -> RunResult:
             job = make_job(config, source, dest, acp, retrier, kms)
             try:
                 await preflight(config, job, acp)
-                await Run(config, job, acp, throttle, progress).run()
+                await Run(config, job, acp, throttle, progress,
+                          confirm_delete_noncurrent=confirm_delete_noncurrent).run()
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:

@@ -33,6 +33,7 @@ from workers.model import Action, Encryption, Mode, ObjectHead, ObjectRef, Outco
 from workers.parts import MAX_SINGLE_COPY
 from workers.serverside import copy_object, multipart_copy
 from workers.stream import stream_copy
+from workers.update_encryption import update_object_encryption
 
 log = logging.getLogger("rekey.migrate")
 
@@ -126,9 +127,10 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
     """Everything that happens to one object. Errors before the source is known propagate; later
     per-object errors come back as a failed or changed outcome that names the source mode."""
     head = await head_source(job, ref)
+    listed_version = ref.version_id   # the checkpoint row's identity (None for a ListObjectsV2 ref)
     ref = replace(ref, size=head.size, etag=head.etag, version_id=ref.version_id or head.version_id)
     base = Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=head.encryption.mode,
-                   target_mode=job.target.mode, version_id=ref.version_id)
+                   target_mode=job.target.mode, version_id=listed_version)
     try:
         return await _migrate_known(job, ref, head, base)
     except FatalError:
@@ -181,6 +183,13 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
     if plan.action == Action.SKIP:
         return replace(base, new_etag=head.etag if job.in_place else None)
     action, copied, through = plan.action, 0, 0
+    if action in (Action.COPY, Action.MULTIPART_COPY) and await update_object_encryption(job, ref, head):
+        written, why = await check_written(job, ref.key, head.size)
+        if why is None and written.etag != head.etag:
+            why = f"ETag changed from {head.etag} to {written.etag} (UpdateObjectEncryption keeps it)"
+        if why is not None:
+            raise _verify_error(job, ref.key, why)
+        return replace(base, state=State.DONE, action=Action.UPDATE, new_etag=written.etag)
     if action == Action.MULTIPART_COPY:
         try:
             await multipart_copy(job, ref, head)
