@@ -72,13 +72,13 @@ def test_five_sigkills_then_resume_leaves_every_object_right_and_no_part_sent_tw
             "source": {"bucket": bucket, "endpoint_url": proxy.url},
             "target": {"mode": "sse-kms", "kms_key_id": key_b},
             "run": {"checkpoint": str(checkpoint), "concurrency": 8, "part_size": "5MiB",
-                    "multipart_threshold": "5MiB", "max_requests_per_second": 250},
+                    "multipart_threshold": "5MiB", "max_requests_per_second": 120},
         })
         recorded: set[tuple[str, int]] = set()
         started = time.monotonic()
         for kill in range(KILLS):
             child = start_rekey("run", "-c", str(config), "-q")
-            time.sleep(rng.uniform(2.0, 4.5))
+            time.sleep(rng.uniform(0.8, 2.5))
             assert child.poll() is None, f"run {kill + 1} ended before its kill: {child.communicate()}"
             child.send_signal(signal.SIGKILL)
             child.communicate(timeout=30)
@@ -101,9 +101,10 @@ def test_five_sigkills_then_resume_leaves_every_object_right_and_no_part_sent_tw
         assert f"verified {len(objects)} done or skipped object(s) (deep): 0 mismatch(es); md5 {len(objects)}" \
             in verified.stdout
 
-        # Uploads left on the server that the checkpoint does not know: created, then killed before the
-        # upload id was journaled (see the report: a known gap). Counted before cleanup can touch them.
+        # An upload created just before a kill, before its id was journaled, is found through the intent
+        # journaled before CreateMultipartUpload and aborted by the resume: none may be left.
         orphans = [u for u in open_uploads(s3_http, bucket)]
+        assert orphans == [], orphans
         foreign = s3_http.create_multipart_upload(Bucket=bucket, Key="someone-elses-upload")["UploadId"]
         cleaned = run_rekey("cleanup", "-c", str(config))
         assert cleaned.code == 0, cleaned.stderr
@@ -127,7 +128,4 @@ def test_five_sigkills_then_resume_leaves_every_object_right_and_no_part_sent_tw
     with ThreadPoolExecutor(16) as pool:
         wrong = [w for w in pool.map(check, objects.items()) if w]
     assert wrong == [], wrong[:10]
-    if orphans:
-        pytest.xfail(f"known gap: {len(orphans)} upload(s) created just before a kill were never journaled: "
-                     f"{[u['Key'] for u in orphans]}")
     assert open_uploads(s3_http, bucket) == []
