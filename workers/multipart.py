@@ -136,22 +136,35 @@ async def run_multipart(
         async with anyio.create_task_group() as tg:
             for span in todo:
                 tg.start_soon(one, span)
-        parts = [{"PartNumber": n, "ETag": results[n].etag} for n in sorted(results)]
-        resp = await job.dest.call("complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket,
-                                   Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
-                                   **(complete_params or {}))
-    except anyio.get_cancelled_exc_class():
-        raise  # leave it: the next run continues from the journal
+        resp = await _complete(job, bucket, key, upload_id, {n: p.etag for n, p in results.items()},
+                               complete_params)
     except BaseException as exc:
-        await _abort(job, ref, bucket, key, upload_id)
-        if isinstance(exc, BaseExceptionGroup):
-            first = _first_rekey_error(exc)
-            if first is not None:
-                raise first from None
+        await _fail(job, ref, bucket, key, upload_id, exc)  # cancellation: kept for the next run
         raise
     if job.journal is not None:
         await job.journal.upload_ended(ref, upload_id)
     return resp, reused
+
+
+async def _complete(job: Job, bucket: str, key: str, upload_id: str, etags: Mapping[int, str],
+                    complete_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+    resp: dict[str, Any] = await job.dest.call(
+        "complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
+        MultipartUpload={"Parts": parts}, **(complete_params or {}))
+    return resp
+
+
+async def _fail(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str, exc: BaseException) -> None:
+    """An upload failed: abort it, and raise the most telling error of a failed task group. A cancelled
+    upload is left as it is (journaled), for the next run to continue or abort."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return
+    await _abort(job, ref, bucket, key, upload_id)
+    if isinstance(exc, BaseExceptionGroup):
+        first = _first_rekey_error(exc)
+        if first is not None:
+            raise first from None
 
 
 def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
@@ -229,18 +242,9 @@ async def run_ordered_upload(
                 tg.start_soon(upload, number, data)
 
             await produce(send_part)
-        parts = [{"PartNumber": n, "ETag": results[n]} for n in sorted(results)]
-        done: dict[str, Any] = await job.dest.call(
-            "complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": parts}, **(complete_params or {}))
-    except anyio.get_cancelled_exc_class():
-        raise
+        done = await _complete(job, bucket, key, upload_id, results, complete_params)
     except BaseException as exc:
-        await _abort(job, ref, bucket, key, upload_id)
-        if isinstance(exc, BaseExceptionGroup):
-            first = _first_rekey_error(exc)
-            if first is not None:
-                raise first from None
+        await _fail(job, ref, bucket, key, upload_id, exc)
         raise
     if job.journal is not None:
         await job.journal.upload_ended(ref, upload_id)

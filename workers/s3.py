@@ -82,7 +82,9 @@ class S3:
             retries={"mode": "standard", "total_max_attempts": endpoint.max_attempts},
             connect_timeout=endpoint.connect_timeout,
             read_timeout=endpoint.read_timeout,
-            s3={"addressing_style": "path"},
+            # Every body rekey sends carries Content-MD5, which the server checks; without this, botocore
+            # SHA-256-hashes each upload body on the event loop over plain HTTP.
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             tcp_keepalive=True,
@@ -191,24 +193,10 @@ class S3:
                         read_enc: Encryption | None = None, if_match: str | None = None,
                         version_id: str | None = None) -> bytes:
         """Bytes [start, end] inclusive. The body is read fully; a short read is retryable."""
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end}",
-                                  **sse.read_params(read_enc)}
-        if if_match:
-            params["IfMatch"] = if_match
-        if version_id:
-            params["VersionId"] = version_id
-        is_sse_c = read_enc is not None and read_enc.mode == Mode.SSE_C
-        resp = await self.call("get_object", bucket=bucket, key=key, sse_c=is_sse_c, **params)
-        try:
-            async with resp["Body"] as body:
-                data: bytes = await body.read()
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            raise classify_s3_error(exc, op="get_object", bucket=bucket, key=key) from None
+        data, _ = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match,
+                                  byte_range=f"bytes={start}-{end}")
         want = end - start + 1
         if len(data) != want:
-            from workers.errors import RetryableError
             raise RetryableError(f"short read: got {len(data)} of {want} bytes at offset {start}",
                                  bucket=bucket, key=key, op="get_object")
         return data
@@ -216,9 +204,15 @@ class S3:
     async def get_all(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
                       version_id: str | None = None) -> tuple[bytes, dict[str, Any]]:
         """Whole body and response (for small objects: instruction files, tests)."""
+        return await self._get(bucket, key, read_enc=read_enc, version_id=version_id)
+
+    async def _get(self, bucket: str, key: str, *, read_enc: Encryption | None, version_id: str | None,
+                   if_match: str | None = None, byte_range: str | None = None) -> tuple[bytes, dict[str, Any]]:
+        """One GetObject, its body read fully; a failure while reading is classified like the request's."""
         params: dict[str, Any] = {"Bucket": bucket, "Key": key, **sse.read_params(read_enc)}
-        if version_id:
-            params["VersionId"] = version_id
+        for name, value in (("VersionId", version_id), ("IfMatch", if_match), ("Range", byte_range)):
+            if value:
+                params[name] = value
         is_sse_c = read_enc is not None and read_enc.mode == Mode.SSE_C
         resp = await self.call("get_object", bucket=bucket, key=key, sse_c=is_sse_c, **params)
         try:
