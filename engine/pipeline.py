@@ -33,6 +33,7 @@ from workers.versions import migrate_versions
 
 Item = ObjectRef | list[ObjectRef]   # one object, or every version of one key (noncurrent != "keep")
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
+STREAM_BUFFERS = 6      # part buffers read-and-not-yet-written, and as many waiting to upload, for the whole run
 FLUSH_SECONDS = 0.5
 
 
@@ -135,8 +136,8 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         part_size=run.part_size, multipart_threshold=run.multipart_threshold,
         part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value != "none",
         verify_auto=run.verify.value == "auto",
-        memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
-        write_memory=MemoryBudget(run.part_size * max(4, run.concurrency // 2)),
+        memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
+        write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
         journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms),
     )
 

@@ -63,6 +63,11 @@ _RESPONSE_HEADERS = {
 }
 
 
+_COPY_RESPONSE_HEADERS = ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+                          "x-amz-server-side-encryption-customer-algorithm",
+                          "x-amz-server-side-encryption-customer-key-md5", "x-amz-version-id")
+
+
 class LeanError(Exception):
     """An S3 error answer, shaped like botocore's ClientError (`.response`) for the classifier."""
 
@@ -204,23 +209,15 @@ class LeanClient:
             for child in root:
                 if _local(child.tag) == "ETag":
                     result["CopyObjectResult"]["ETag"] = child.text or ""
-        for header, field in _RESPONSE_HEADERS.items():
-            if header in {k.lower() for k in rh} and field in ("ServerSideEncryption", "SSEKMSKeyId",
-                                                               "SSECustomerAlgorithm", "SSECustomerKeyMD5",
-                                                               "VersionId"):
-                result[field] = _get(rh, header)
+        lower = {k.lower(): v for k, v in rh.items()}
+        for header in _COPY_RESPONSE_HEADERS:
+            if header in lower:
+                result[_RESPONSE_HEADERS[header]] = lower[header]
         return result
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 412: "Precondition Failed",
             500: "Internal Server Error", 501: "Not Implemented", 503: "Slow Down"}
-
-
-def _get(headers: Mapping[str, str], name: str) -> str:
-    for k, v in headers.items():
-        if k.lower() == name:
-            return v
-    return ""
 
 
 def head_response(headers: Mapping[str, str]) -> dict[str, Any]:

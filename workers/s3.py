@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import email.utils
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -12,7 +13,9 @@ from typing import Any
 
 import anyio
 from aiobotocore.config import AioConfig
+from aiobotocore.parsers import AioResponseParserFactory
 from aiobotocore.session import AioSession
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from workers import sse
 from workers.errors import RetryableError, classify_attempt, classify_s3_error
@@ -77,6 +80,10 @@ class S3:
     @contextlib.asynccontextmanager
     async def open(cls, endpoint: Endpoint, *, service: str = "s3") -> AsyncIterator[S3]:
         session = AioSession(profile=endpoint.profile) if endpoint.profile else AioSession()
+        # Listing timestamps are ISO 8601: parse them without dateutil (5% of a small-object run's CPU).
+        parsers = AioResponseParserFactory()
+        parsers.set_parser_defaults(timestamp_parser=parse_timestamp)
+        session.register_component("response_parser_factory", parsers)
         config = AioConfig(
             max_pool_connections=endpoint.max_connections,
             retries={"mode": "standard", "total_max_attempts": endpoint.max_attempts},
@@ -259,6 +266,19 @@ class S3:
             params["UploadIdMarker"] = resp.get("NextUploadIdMarker")
             if not params["KeyMarker"]:
                 return out
+
+
+def parse_timestamp(value: Any) -> dt.datetime:
+    """botocore's timestamp parser, fast for the ISO 8601 and epoch forms S3 sends, botocore's otherwise."""
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    result: dt.datetime = botocore_parse_timestamp(value)
+    return result
 
 
 def _http_date(value: Any) -> str | None:
