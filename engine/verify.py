@@ -24,8 +24,10 @@ stays at one part per object in flight) and compared with a checksum recorded be
   listed as `size_only` in the report, never counted as a mismatch or as proven.
 
 Mismatches are printed one per line and listed in the JSON report; the exit code is 1 when there is any.
-Client-side targets (`mode = "cse"`) are checked for existence and size only (decryption is not wired
-into verify yet): they count as `size_only`.
+Client-side targets (`mode = "cse"`): the target keyring unwraps the data key and the whole object is
+decrypted with its GCM tag checked; the plaintext's SHA-256 must equal the one recorded while rekey
+encrypted it (`sha256`). A re-wrapped object has no recorded checksum and is proven to decrypt and
+authenticate (`tag`). An RSA target configured with only the public key cannot decrypt: `size_only`.
 """
 
 from __future__ import annotations
@@ -43,16 +45,18 @@ import anyio
 from engine.checkpoint import ObjectRow
 from engine.config import Config
 from workers import sse
+from workers.cse_transfer import decrypted_sha256, dest_envelope
 from workers.errors import FatalError, RekeyError
 from workers.job import Job
-from workers.model import Encryption, Mode, State
+from workers.model import Encryption, Mode, ObjectHead, State
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One object checked: how its content was proven (`sha256`, `md5`, `size_only`, `head`) or what is wrong."""
+    """One object checked: how its content was proven (`sha256`, `md5`, `tag`, `size_only`, `head`) or what is
+    wrong."""
 
     key: str
     dest_key: str
@@ -98,13 +102,18 @@ async def check_object(job: Job, row: ObjectRow, *, deep: bool) -> Finding:
         raise
     except RekeyError as exc:
         return Finding(row.key, dest_key, "head", f"cannot read the object: {exc.message}")
-    problem = None if job.target.mode == Mode.CSE else sse.mismatch(head.encryption, job.target)
-    if problem is None and head.size != row.size:
-        problem = f"size is {head.size}, the source had {row.size}"
+    client_side = job.cse is not None and job.cse.target is not None
+    problem = None if client_side else sse.mismatch(head.encryption, job.target)
+    # A client-side object is its plaintext and a 16-byte tag; a re-wrapped one keeps the source's size.
+    expected = row.size + 16 if client_side and row.source_mode != Mode.CSE else row.size
+    if problem is None and head.size != expected:
+        problem = f"size is {head.size}, expected {expected} from the source's {row.size}"
     if problem is None and row.new_etag and head.etag != row.new_etag:
         problem = f"ETag is {head.etag}, rekey wrote {row.new_etag}: replaced since the run"
     if problem is not None or not deep:
         return Finding(row.key, dest_key, "head", problem)
+    if client_side:
+        return await check_client_side(job, row, dest_key, head)
     try:
         sha, md5, nbytes = await read_digests(job, dest_key, head.size)
     except FatalError:
@@ -121,6 +130,29 @@ async def check_object(job: Job, row: ObjectRow, *, deep: bool) -> Finding:
         ok = md5 == source_md5
         return Finding(row.key, dest_key, "md5", None if ok else f"MD5 {md5} differs from the source ETag {row.etag}")
     return Finding(row.key, dest_key, "size_only")
+
+
+async def check_client_side(job: Job, row: ObjectRow, dest_key: str, head: ObjectHead) -> Finding:
+    """--deep for a client-side target: unwrap the data key with the target keyring, decrypt the whole
+    object (GCM tag checked), and compare the plaintext's SHA-256 with the one recorded while streaming.
+    A re-wrapped object (no recorded checksum) is proven to decrypt and authenticate: proof `tag`."""
+    assert job.cse is not None and job.cse.target is not None
+    try:
+        env = await dest_envelope(job, dest_key, head, look_for_file=job.cse.instruction_file)
+        if env is None:
+            return Finding(row.key, dest_key, "head", "no client-side envelope on the written object")
+        if not job.cse.target.can_unwrap(env):
+            return Finding(row.key, dest_key, "size_only")  # e.g. an RSA target with only the public key
+        sha = await decrypted_sha256(job, dest_key, head, env, job.cse.target)
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        return Finding(row.key, dest_key, "head", f"does not decrypt: {exc.message}")
+    if row.plaintext_sha256:
+        ok = sha == row.plaintext_sha256
+        return Finding(row.key, dest_key, "sha256", None if ok else "decrypted SHA-256 differs from the plaintext "
+                       "rekey encrypted")
+    return Finding(row.key, dest_key, "tag")
 
 
 async def verify_run(config: Config, rows: list[ObjectRow], *, deep: bool,
@@ -178,7 +210,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise fatal from None
     bad = sorted((f for f in findings if f.problem), key=lambda f: f.key)
     proofs = {p: sum(1 for f in findings if f.proof == p and not f.problem)
-              for p in ("head", "sha256", "md5", "size_only")}
+              for p in ("head", "sha256", "md5", "tag", "size_only")}
     deep = " (deep)" if args.deep else ""
     print(f"verified {len(findings)} done or skipped object(s){deep}: {len(bad)} mismatch(es); "
           + ", ".join(f"{p} {n}" for p, n in proofs.items() if n))

@@ -304,13 +304,37 @@ async def delete_instruction(job: Job, key: str) -> None:
         "delete_object", bucket=job.dst.bucket, key=name, Bucket=job.dst.bucket, Key=name))
 
 
+async def dest_envelope(job: Job, dest_key: str, head: ObjectHead, *, look_for_file: bool) -> Envelope | None:
+    """The client-side envelope of a written object (its metadata, or its instruction file)."""
+    view = Job(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
+               target=job.target, retry=job.retry)
+    return await load_envelope(view, ObjectRef(dest_key, head.size, head.etag), head, look_for_file=look_for_file)
+
+
+async def decrypted_sha256(job: Job, dest_key: str, head: ObjectHead, env: Envelope, keyring: Keyring) -> str:
+    """Read a client-side object back in part-size ranges, decrypt it (the tag is checked at the end:
+    CorruptObjectError otherwise) and return the SHA-256 of its plaintext."""
+    decryptor = ContentDecryptor.for_envelope(await keyring.unwrap(env), env)
+    sha = hashlib.sha256()
+    done = 0
+    while done < head.size:
+        end = min(head.size, done + job.part_size) - 1
+        chunk = await read_dest_range(job, dest_key, done, end)
+        sha.update(await _run(lambda c=chunk: decryptor.update(c), len(chunk)))  # type: ignore[misc]
+        done += len(chunk)
+    sha.update(decryptor.finalize())
+    return sha.hexdigest()
+
+
+async def read_dest_range(job: Job, dest_key: str, start: int, end: int) -> bytes:
+    return await job.retried(f"read back {dest_key}",
+                             lambda: job.dest.get_range(job.dst.bucket, dest_key, start, end))
+
+
 async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size: int) -> ObjectHead:
     """The written object parses as client-side, its size fits, and the target keyring opens its data key."""
     head = await job.retried(f"verify {dest_key}", lambda: job.dest.head(job.dst.bucket, dest_key))
-    ref = ObjectRef(dest_key, head.size, head.etag)
-    src_view = Job(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
-                   target=job.target, retry=job.retry)
-    env = await load_envelope(src_view, ref, head, look_for_file=settings.instruction_file)
+    env = await dest_envelope(job, dest_key, head, look_for_file=settings.instruction_file)
     if env is None:
         raise VerifyError("written object carries no client-side envelope", bucket=job.dst.bucket, key=dest_key,
                           op="verify")

@@ -35,6 +35,13 @@ def official(info: SandboxInfo, key_id: str, *, allow_v2: bool = False) -> S3Enc
                                                            commitment_policy=policy))
 
 
+def verify_deep(info: SandboxInfo, tmp: Path, name: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "verify", "--deep", "-c", str(tmp / f"{name}.toml")],
+                          env={**os.environ, **info.env()}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def run_rekey(info: SandboxInfo, tmp: Path, name: str, body: str, *args: str) -> tuple[int, dict[str, Any], str]:
     cfg = tmp / f"{name}.toml"
     cfg.write_text(body + f'\n[kms]\nendpoint_url = "{info.kms_url}"\nregion = "us-east-1"\n'
@@ -87,6 +94,8 @@ def test_plaintext_to_cse_kms_then_rewrap_then_back(sandbox: SandboxInfo, s3: An
         assert raw["Metadata"]["owner"] == "qa" and raw["ContentType"] == "text/x-test"
         assert "x-amz-3" in raw["Metadata"]
         assert s3.get_object_tagging(Bucket=seeded, Key=key)["TagSet"] == [{"Key": "team", "Value": "storage"}]
+    # verify --deep decrypts every object and matches the plaintext SHA-256 recorded while encrypting
+    assert "0 mismatch(es); sha256 3" in verify_deep(sandbox, tmp_path, "to-cse")
     # the same config again: every object is already right
     code, rep, out = run_rekey(sandbox, tmp_path, "to-cse-again", source(sandbox, seeded) +
                                f'[target]\nmode = "cse"\nkeyring = "kms"\nkms_key_id = "{key_a}"\n'
@@ -100,6 +109,7 @@ def test_plaintext_to_cse_kms_then_rewrap_then_back(sandbox: SandboxInfo, s3: An
     assert code == 0, out
     assert {o["action"] for o in rep["objects"]} == {"rewrap"}
     assert rep["summary"]["bytes_through_client"] == 0
+    assert "0 mismatch(es); tag 3" in verify_deep(sandbox, tmp_path, "rewrap")
     client_b = official(sandbox, key_b)
     for key, body in BODIES.items():
         assert client_b.get_object(Bucket=seeded, Key=key, EncryptionContext={"project": "rekey"})[
