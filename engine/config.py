@@ -375,6 +375,16 @@ def _source_cse(data: Any, base: Path) -> SourceCse:
     return SourceCse(aes, rsa, rsa_files, sec.str_map("encryption_context"))
 
 
+def _processes(sec: _Section) -> int:
+    """Worker processes: only 1 in this version. Measured on 2 cores shared with the server, one process
+    already keeps the server busy; sharding across processes is not built, and a value that would be
+    silently ignored is refused instead."""
+    value = sec.number("processes", 1, maximum=64)
+    if value != 1:
+        raise ConfigError(f"run.processes: only 1 is supported in this version, got {value}")
+    return value
+
+
 def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str = "") -> Config:
     """Validate a parsed TOML document. `base` resolves relative file paths (the config's folder)."""
     base = base or Path.cwd()
@@ -406,7 +416,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         max_requests_per_second=float(rps) if rps is not None else None,
         noncurrent=run_sec.choice("noncurrent", Noncurrent, "keep"),
         update_in_place=run_sec.choice("update_in_place", UpdateInPlace, "auto"),
-        processes=run_sec.number("processes", 1, maximum=64),
+        processes=_processes(run_sec),
         max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
     )
     pool = concurrency * 2 + 8
