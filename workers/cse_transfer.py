@@ -47,7 +47,7 @@ from workers.s3 import carried_params
 from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
 
 TAG_LEN = 16
-PREFETCH = 2       # ranged GETs ahead of the cipher, per object
+PREFETCH = 1       # ranged GETs ahead of the cipher, per object
 _OFFLOAD = 256 * 1024
 
 
@@ -136,7 +136,7 @@ async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transf
     ready: dict[int, bytes] = {}
     events = [anyio.Event() for _ in spans]
     ahead = anyio.Semaphore(PREFETCH)
-    out = bytearray()
+    parts = Rechunker(part_size)
     number = 0
     async with anyio.create_task_group() as tg:
 
@@ -156,20 +156,70 @@ async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transf
             await events[i].wait()
             chunk = ready.pop(i)
             try:
-                out += await _run(lambda c=chunk: transform.update(c), len(chunk))  # type: ignore[misc]
+                parts.push(await _run(lambda c=chunk: transform.update(c), len(chunk)))  # type: ignore[misc]
             finally:
                 del chunk
                 await budget_release(job.memory, spans[i][1] - spans[i][0] + 1)
                 ahead.release()
-            while len(out) >= part_size:
+            for part in parts.full_parts():
                 number += 1
-                await send(number, bytes(out[:part_size]))
-                del out[:part_size]
-    out += transform.finish()
-    if out or number == 0:
+                await send(number, part)
+    parts.push(transform.finish())
+    for part in parts.rest():
         number += 1
-        await send(number, bytes(out))
+        await send(number, part)
+    if number == 0:
+        await send(1, b"")
+        number = 1
     return number
+
+
+class Rechunker:
+    """Cuts a stream of byte chunks into parts of exactly `part_size` (the last one shorter). A chunk that
+    is already a whole part (encryption keeps lengths) passes through without a copy."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def push(self, data: bytes) -> None:
+        if data:
+            self._pieces.append(data)
+            self._size += len(data)
+
+    def full_parts(self) -> list[bytes]:
+        out = []
+        while self._size >= self.part_size:
+            out.append(self._take(self.part_size))
+        return out
+
+    def rest(self) -> list[bytes]:
+        """Whatever remains once the stream ended: full parts, then the shorter last one."""
+        out = self.full_parts()
+        if self._size:
+            out.append(self._take(self._size))
+        return out
+
+    def _take(self, n: int) -> bytes:
+        first = self._pieces[0]
+        if len(first) == n:
+            self._pieces.pop(0)
+            self._size -= n
+            return first
+        taken: list[bytes] = []
+        need = n
+        while need:
+            piece = self._pieces.pop(0)
+            if len(piece) <= need:
+                taken.append(piece)
+                need -= len(piece)
+            else:
+                taken.append(piece[:need])
+                self._pieces.insert(0, piece[need:])
+                need = 0
+        self._size -= n
+        return b"".join(taken)
 
 
 async def budget_acquire(budget: MemoryBudget | None, nbytes: int) -> None:

@@ -186,7 +186,7 @@ def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
 
 
 SendPart = Callable[[int, bytes], Awaitable[None]]
-ORDERED_UPLOADS = 4  # parts of one in-order (client-side) stream uploading at once
+ORDERED_UPLOADS = 2  # parts of one in-order (client-side) stream uploading at once
 
 
 async def run_ordered_upload(
