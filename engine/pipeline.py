@@ -152,7 +152,7 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
         return
     name = f"target_applied:{target.mode.value}:{target.encryption.kms_key_id or ''}"
     if acp.get(name) is not True:
-        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
+        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption, retry=job.retry)
         if why is not None:
             raise UnsafeTargetError(
                 f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
@@ -164,7 +164,8 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
         why = await probe_update_encryption(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         await acp.learn(CAP_UPDATE_ENCRYPTION, why is None)
     if target.mode == Mode.SSE_C and acp.get("upload_part_copy_into_sse_c") is None:
-        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
+        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption,
+                                              retry=job.retry)
         await acp.learn("upload_part_copy_into_sse_c", ok)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from workers import sse
 from workers.errors import (
@@ -13,11 +15,14 @@ from workers.errors import (
     ObjectChangedError,
     ObjectError,
     RekeyError,
+    RetryableError,
 )
+from workers.job import Retrier
 from workers.model import Encryption, Mode
 from workers.s3 import S3
 
 PROBE_MARKER = ".rekey-probe-"
+T = TypeVar("T")
 
 
 class UnsafeTargetError(FatalError):
@@ -47,7 +52,13 @@ def probe_key(prefix: str) -> str:
     return f"{prefix}{PROBE_MARKER}{uuid.uuid4().hex}"
 
 
-async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption) -> str | None:
+async def _retried(retry: Retrier | None, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """Probes go through the engine's retry policy: a throttled probe is retried, never taken as an answer."""
+    return await retry(what, fn) if retry is not None else await fn()
+
+
+async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
+                       retry: Retrier | None = None) -> str | None:
     """PUT a scratch object with the target encryption, HEAD it, delete it.
 
     Returns None when the server applied the encryption, or the reason it did not. An access
@@ -57,30 +68,34 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption) -> 
     key = probe_key(prefix)
     read = target if target.mode == Mode.SSE_C else None
     try:
-        await s3.call("put_object", bucket=bucket, key=key, sse_c=target.mode == Mode.SSE_C, Bucket=bucket,
-                      Key=key, Body=b"rekey probe", **sse.write_params(target))
-    except FatalError:
-        raise
+        await _retried(retry, "probe put", lambda: s3.call(
+            "put_object", bucket=bucket, key=key, sse_c=target.mode == Mode.SSE_C, Bucket=bucket, Key=key,
+            Body=b"rekey probe", **sse.write_params(target)))
+    except (FatalError, RetryableError):
+        raise  # not an answer about the encryption
     except RekeyError as exc:
         return None if "denied" in exc.message.lower() else f"PutObject with the target encryption failed: {exc}"
     try:
-        head = await s3.head(bucket, key, read_enc=read)
+        head = await _retried(retry, "probe head", lambda: s3.head(bucket, key, read_enc=read))
         return sse.mismatch(head.encryption, target)
     finally:
         try:
-            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+            await _retried(retry, "probe delete", lambda: s3.call("delete_object", bucket=bucket, key=key,
+                                                                  Bucket=bucket, Key=key))
         except RekeyError:
             pass
 
 
-async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool:
+async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption, *,
+                                     retry: Retrier | None = None) -> bool:
     """Does UploadPartCopy into an SSE-C destination give a readable object? (SeaweedFS: no.)"""
     src_key, dst_key = probe_key(prefix), probe_key(prefix)
     size = 5 * 1024 * 1024 + 64
     data = os.urandom(size)
     keyp = sse.customer_key_params(target)
     try:
-        await s3.call("put_object", bucket=bucket, key=src_key, Bucket=bucket, Key=src_key, Body=data)
+        await _retried(retry, "probe put", lambda: s3.call("put_object", bucket=bucket, key=src_key,
+                                                           Bucket=bucket, Key=src_key, Body=data))
         up = await s3.call("create_multipart_upload", bucket=bucket, key=dst_key, sse_c=True, Bucket=bucket,
                            Key=dst_key, **sse.write_params(target))
         upload_id = up["UploadId"]
@@ -98,9 +113,12 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
             await s3.abort_upload(bucket, dst_key, upload_id)
             return False
         # Read it all back: SeaweedFS serves some ranges of such an object and fails on others.
-        got, _ = await s3.get_all(bucket, dst_key, read_enc=target)
+        try:
+            got, _ = await s3.get_all(bucket, dst_key, read_enc=target)
+        except RekeyError:
+            return False  # SeaweedFS answers 500 here: unreadable is the answer, not a passing fault
         return got == data
-    except FatalError:
+    except (FatalError, RetryableError):
         raise
     except RekeyError:
         return False
