@@ -103,7 +103,8 @@ class Tool:
     build: Callable[[Scenario, Ctx], Command | str]
 
 
-def _rekey(concurrency: int | None, verify: str = "head") -> Callable[[Scenario, Ctx], Command | str]:
+def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None = None,
+           ) -> Callable[[Scenario, Ctx], Command | str]:
     def build(sc: Scenario, ctx: Ctx) -> Command | str:
         dest = "" if sc.in_place else f'[destination]\nbucket = "{ctx.dst}"\n\n'
         if sc.target == "cse":
@@ -116,6 +117,8 @@ def _rekey(concurrency: int | None, verify: str = "head") -> Callable[[Scenario,
         run = f'checkpoint = "{ctx.workdir / "rekey.sqlite"}"\nverify = "{verify}"\n'
         if concurrency:
             run += f"concurrency = {concurrency}\n"
+        if threshold:
+            run += f'multipart_threshold = "{threshold}"\n'
         cfg = ctx.workdir / "rekey.toml"
         cfg.write_text(f'[source]\nbucket = "{ctx.src}"\nendpoint_url = "{ctx.s3_url}"\nregion = "{ctx.region}"\n\n'
                        f'{dest}[target]\n{target}\n[run]\n{run}', encoding="utf-8")
@@ -201,6 +204,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("rekey", "rekey", _rekey(None)),
     Tool("rekey c=64", "rekey", _rekey(64)),
     Tool("rekey verify=auto", "rekey", _rekey(None, "auto")),
+    Tool("rekey threshold=1GiB", "rekey", _rekey(None, "head", "1GiB")),
     Tool("aws-cli", "aws-cli", _awscli(False)),
     Tool("aws-cli 64", "aws-cli", _awscli(True)),
     Tool("rclone", "rclone", _rclone(False)),

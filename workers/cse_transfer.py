@@ -288,7 +288,7 @@ async def _forget_instruction(job: Job, dest_key: str) -> None:
 async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: dict[str, Any],
                  dest_key: str, plain_size: int) -> CseResult:
     key_params = sse.customer_key_params(job.target)  # SSE-C target: every UploadPart carries the key
-    if head.size <= job.multipart_threshold:
+    if head.size <= job.single_put_max:
         async with reserved(job, head.size * 2):
             body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
             data = await _run(lambda: transform.update(body) + transform.finish(), len(body))

@@ -84,6 +84,12 @@ class Job:
     source_sse_c_key: SecretKey | None = field(default=None, repr=False)
     part_size: int = 16 * 1024 * 1024
     multipart_threshold: int = 64 * 1024 * 1024
+
+    @property
+    def single_put_max(self) -> int:
+        """Streamed objects up to this size are one GET and one PutObject, held in memory whole; larger
+        ones are multipart. Bounded by four parts whatever the copy threshold, so memory stays bounded."""
+        return min(self.multipart_threshold, 4 * self.part_size)
     part_concurrency: int = 8        # parts of one object in flight
     verify: bool = True
     verify_auto: bool = False        # trust copy answers on paths where they matched HeadObject (see migrate)

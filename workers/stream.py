@@ -70,7 +70,7 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
     dest_enc_params = sse.write_params(job.target)
     sse_c = job.target.mode == Mode.SSE_C or head.encryption.mode == Mode.SSE_C
     tagging = await tagging_param(job, ref)
-    if head.size <= job.multipart_threshold:
+    if head.size <= job.single_put_max:
         async with reserved(job, head.size):
             body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
             md5 = await content_md5(body)

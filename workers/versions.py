@@ -197,7 +197,7 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
         await job.retried(f"delete own copy {ref.key}", lambda: job.dest.call(   # ours, seconds old, wrong
             "delete_object", bucket=job.dst.bucket, key=ref.key, Bucket=job.dst.bucket, Key=ref.key,
             VersionId=new_vid))
-    if head.size > job.multipart_threshold:
+    if head.size > job.single_put_max:
         raise UnsupportedError("this server's copy does not apply the target to this version and it is too large "
                                "to re-create through rekey in one request", bucket=job.src.bucket, key=ref.key,
                                op="recreate_version")

@@ -188,7 +188,7 @@ def test_sizes_in_the_run_table() -> None:
     run = parse_config(base(run={"part_size": "8MiB", "multipart_threshold": "100MiB"})).run
     assert (run.part_size, run.multipart_threshold) == (8 * MiB, 100 * MiB)
     defaults = parse_config(base()).run
-    assert (defaults.part_size, defaults.multipart_threshold) == (16 * MiB, 64 * MiB)
+    assert (defaults.part_size, defaults.multipart_threshold) == (16 * MiB, 1024 * MiB)
 
 
 # --- in place or not -----------------------------------------------------------------------------------------
