@@ -413,7 +413,7 @@ def scope_from_args(args: argparse.Namespace) -> AuditScope:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_FAILED, EXIT_OK, _run_async
+    from engine.cli import EXIT_FAILED, EXIT_OK, run_async
     if args.concurrency < 1:
         raise ConfigError("audit.concurrency: must be at least 1")
     if args.json and args.csv:
@@ -428,7 +428,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     notes = []
     if scope.sse_c_key is not None and scope.endpoint.is_plain_http:
         notes.append("SSE-C key not tried: customer keys are only sent over HTTPS")
-    records, markers = _run_async(lambda: audit_objects(scope))
+    records, markers = run_async(lambda: audit_objects(scope))
     summary = summarize(scope, records, markers, notes=notes)
     if args.json:
         print(json.dumps(summary, indent=2))

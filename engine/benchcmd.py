@@ -239,9 +239,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.cli import _run_async
+    from engine.cli import run_async
     settings = settings_from_args(args)
-    results = _run_async(lambda: run_bench(settings))
+    results = run_async(lambda: run_bench(settings))
     if args.json:
         print(json.dumps({"settings": {"endpoint": settings.endpoint.endpoint_url, "bucket": settings.bucket,
                                        "prefix": settings.prefix, "size": settings.size, "count": settings.count,

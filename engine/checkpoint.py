@@ -219,23 +219,23 @@ class Checkpoint:
         with self._tx():
             for ref in refs:
                 vid = ref.version_id or ""
+                inserted = self._conn.execute(
+                    "INSERT INTO objects (key, version_id, size, etag, state, listed_at) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (key, version_id) DO NOTHING",
+                    (ref.key, vid, ref.size, ref.etag, now)).rowcount
+                if inserted:  # new: one statement, no lookup first
+                    todo.append(ref)
+                    continue
                 row = self._conn.execute(
                     "SELECT state, etag, new_etag FROM objects WHERE key = ? AND version_id = ?",
                     (ref.key, vid)).fetchone()
-                if row is None:
-                    self._conn.execute(
-                        "INSERT INTO objects (key, version_id, size, etag, state, listed_at) "
-                        "VALUES (?, ?, ?, ?, 'pending', ?)",
-                        (ref.key, vid, ref.size, ref.etag, now))
-                    todo.append(ref)
-                elif row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
+                if row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
                         row["etag"], row["new_etag"]):
                     continue  # finished in an earlier pass and unchanged since
-                else:
-                    self._conn.execute(
-                        "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
-                        "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
-                    todo.append(ref)
+                self._conn.execute(
+                    "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
+                    "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
+                todo.append(ref)
             self._set_meta("listing_position", position)
             self._set_meta("listing_done", "1" if done else "0")
         return todo

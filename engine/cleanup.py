@@ -61,14 +61,14 @@ async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, _load, _run_async
+    from engine.cli import EXIT_OK, _load, run_async
     from engine.pipeline import open_checkpoint
     config = _load(args)
     dst = config.destination.location
     cp = open_checkpoint(config, create=False)
     try:
         rows = [r for r in cp.uploads() if r.dest_bucket == dst.bucket and r.dest_key.startswith(dst.prefix)]
-        lines, others = _run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
+        lines, others = run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
         if not args.dry_run:
             for r in rows:
                 cp.finish_upload(r.key, r.version_id, r.upload_id)

@@ -34,9 +34,6 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(fn)
 
 
-_run_async = run_async  # older name, used by command modules
-
-
 def _err(message: str) -> None:
     print(f"rekey: error: {message}", file=sys.stderr)
 

@@ -8,9 +8,8 @@ from dataclasses import dataclass, replace
 
 from engine.config import Config
 from workers.model import ObjectRef
+from workers.probes import PROBE_MARKER
 from workers.s3 import S3
-
-PROBE_MARKER = ".rekey-probe-"
 
 
 @dataclass(frozen=True, slots=True)

@@ -410,17 +410,17 @@ async def _delete_config(s3: S3, op: str, bucket: str) -> None:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_FAILED, EXIT_OK, _run_async
+    from engine.cli import EXIT_FAILED, EXIT_OK, run_async
     from engine.pipeline import check_transport
     config = load_config(args.config)
     if args.restore:
         if args.apply:
             raise ConfigError("policy: --apply and --restore are exclusive")
         saved = load_saved(Path(args.restore), config.destination.location.bucket)
-        for line in _run_async(lambda: restore(config, saved)):
+        for line in run_async(lambda: restore(config, saved)):
             print(line)
         return EXIT_OK
-    plan = _run_async(lambda: plan_for(config))
+    plan = run_async(lambda: plan_for(config))
     print(json.dumps(plan.to_json(), indent=2))
     if not args.apply:
         return EXIT_OK
@@ -429,7 +429,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     save = Path(args.save_previous or f"rekey-policy-backup-{bucket}-"
                 f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json")
     try:
-        checks = _run_async(lambda: apply_plan(config, plan, save))
+        checks = run_async(lambda: apply_plan(config, plan, save))
     except FatalError:
         raise
     except RekeyError as exc:

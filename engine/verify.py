@@ -186,7 +186,7 @@ async def verify_run(config: Config, rows: list[ObjectRow], *, deep: bool,
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_FAILED, EXIT_OK, _load, _run_async
+    from engine.cli import EXIT_FAILED, EXIT_OK, _load, run_async
     from engine.pipeline import first_fatal, open_checkpoint
     from engine.report import write_json
     config = _load(args)
@@ -202,7 +202,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        findings = _run_async(lambda: verify_run(config, rows, deep=args.deep, on_finding=show))
+        findings = run_async(lambda: verify_run(config, rows, deep=args.deep, on_finding=show))
     except BaseExceptionGroup as group:
         fatal = first_fatal(group)
         if fatal is None:

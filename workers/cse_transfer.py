@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import anyio
 
@@ -44,6 +43,7 @@ from workers.model import ObjectHead, ObjectRef, SecretKey
 from workers.multipart import SendPart, run_ordered_upload
 from workers.parts import adjust_part_size
 from workers.s3 import carried_params
+from workers.serverside import tagging_param
 from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
 
 TAG_LEN = 16
@@ -257,10 +257,8 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     else:
         server_side = sse.write_params(job.target)
     transform = Transform(decryptor, encryptor)
-    tags = await job.retried(f"tags {ref.key}", lambda: job.source.get_tags(job.src.bucket, ref.key,
-                                                                          ref.version_id))
     create = {**carried_params(head, metadata=meta), **server_side,
-              **({"Tagging": urlencode(tags)} if tags else {})}
+              **await tagging_param(job, ref)}
     overwrites_source_file = job.in_place and source_env is not None and source_env.from_instruction_file
     if instruction is not None and not overwrites_source_file:
         # First: a crash after the data write must never leave data whose key is nowhere.
