@@ -121,6 +121,7 @@ class RunSettings:
     update_in_place: UpdateInPlace = UpdateInPlace.AUTO
     processes: int = 1
     max_retries: int = 6
+    copy_first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ _ALLOWED: dict[str, set[str]] = {
     "kms": {"endpoint_url", "region", "profile", "ca_bundle"},
     "run": {"checkpoint", "concurrency", "part_size", "multipart_threshold", "verify",
             "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries",
-            "lean_requests"},
+            "lean_requests", "copy_first"},
 }
 
 
@@ -420,6 +421,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         update_in_place=run_sec.choice("update_in_place", UpdateInPlace, "auto"),
         processes=_processes(run_sec),
         max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
+        copy_first=bool(run_sec.flag("copy_first", True)),
     )
     pool = concurrency * 2 + 8
     lean = bool(run_sec.flag("lean_requests", True))

@@ -23,10 +23,16 @@ from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring
 from workers.errors import ConfigError, FatalError, ObjectGoneError, RekeyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
-from workers.migrate import describe_error, migrate_object
+from workers.migrate import CAP_COPY_FIRST, describe_error, migrate_object
 from workers.model import Action, Encryption, Mode, ObjectRef, Outcome, State
 from workers.multipart import abandon
-from workers.probes import UnsafeTargetError, check_bucket, probe_part_copy_into_sse_c, probe_target
+from workers.probes import (
+    UnsafeTargetError,
+    check_bucket,
+    probe_part_copy_into_sse_c,
+    probe_target,
+    website_configured,
+)
 from workers.s3 import S3, Endpoint
 from workers.update_encryption import CAP_UPDATE_ENCRYPTION, probe_update_encryption, why_not_applicable
 from workers.versions import migrate_versions
@@ -138,7 +144,7 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         verify_auto=run.verify.value == "auto",
         memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
         write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-        journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms),
+        journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms), copy_first=run.copy_first,
     )
 
 
@@ -147,6 +153,10 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
     await check_bucket(job.source, job.src.bucket, "source")
     if job.dst.bucket != job.src.bucket or job.dest is not job.source:
         await check_bucket(job.dest, job.dst.bucket, "destination")
+    if job.copy_first and not job.in_place and acp.get(CAP_COPY_FIRST) is not False and \
+            await website_configured(job.source, job.src.bucket):
+        # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
+        await acp.learn(CAP_COPY_FIRST, False)
     target = config.target
     if target.mode == Mode.CSE:
         return

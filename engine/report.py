@@ -85,9 +85,21 @@ def write_json(path: str | Path, data: Any) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", dir=str(target.parent))
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        f.write(dumps(data))
         f.write("\n")
     os.replace(tmp, target)
+
+
+def dumps(data: Any) -> str:
+    """Indented JSON, with each entry of a long "objects" list on one line. json's C encoder only runs
+    without indent, and the indenting pure-Python one took 0.4 s for a 20,000-object report."""
+    objects = data.get("objects") if isinstance(data, dict) else None
+    if not isinstance(objects, list) or len(objects) < 2:
+        return json.dumps(data, indent=2)
+    marker = "\x00objects\x00"
+    text = json.dumps({**data, "objects": marker}, indent=2)
+    rows = ",\n    ".join(json.dumps(o) for o in objects)
+    return text.replace(json.dumps(marker), f"[\n    {rows}\n  ]", 1)
 
 
 def summary_text(report: dict[str, Any]) -> str:

@@ -100,6 +100,8 @@ class Job:
     retry: Retrier | None = None
     caps: Capabilities | None = None
     cse: CseSettings | None = None
+    copy_first: bool = False         # bucket to bucket: copy objects the destination lacks before reading them
+    copy_first_tally: list[int] = field(default_factory=lambda: [0, 0])  # copy_first: [tried, refused]
 
     def dest_key(self, key: str) -> str:
         """The destination key of a source key: the source prefix replaced by the destination prefix."""

@@ -41,6 +41,7 @@ log = logging.getLogger("rekey.migrate")
 CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server answered 501
 CAP_COPY_APPLIES = "copy_applies_{src}_to_{dst}"       # False once a copy did not apply the encryption
 CAP_RESPONSE_TRUTHFUL = "copy_response_truthful_{src}_to_{dst}"  # verify = "auto": answers match HEADs
+CAP_COPY_FIRST = "copy_first"  # False once a copy made before reading the source came out not as asked
 CALIBRATION = 3  # objects per path verified both ways before copy answers are trusted
 INSTRUCTION_MAX = 64 * 1024
 INSTRUCTION_KEYS = frozenset({"x-amz-3", "x-amz-key-v2", "x-amz-key"})  # an encrypted data key
@@ -126,6 +127,10 @@ def _verify_error(job: Job, key: str, why: str) -> VerifyError:
 async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
     """Everything that happens to one object. Errors before the source is known propagate; later
     per-object errors come back as a failed or changed outcome that names the source mode."""
+    if copy_first_applies(job, ref):
+        done = await copy_first(job, ref)
+        if done is not None:
+            return done
     head = await head_source(job, ref)
     listed_version = ref.version_id   # the checkpoint row's identity (None for a ListObjectsV2 ref)
     ref = replace(ref, size=head.size, etag=head.etag, version_id=ref.version_id or head.version_id)
@@ -140,6 +145,61 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
             exc.bucket, exc.key, exc.op = job.src.bucket, ref.key, exc.op or "transform"
         state, reason = describe_error(exc)
         return replace(base, state=state, error=reason, error_kind=type(exc).__name__)
+
+
+def copy_first_applies(job: Job, ref: ObjectRef) -> bool:
+    """Bucket to bucket, an object the destination listing shows absent can be copied before it is read:
+    the copy carries metadata and tags server-side, If-Match pins the listed ETag, and the HEAD of the
+    result verifies it. Not for client-side runs, SSE-C sources as far as known, versions or part copies."""
+    tried, refused = job.copy_first_tally
+    return (job.copy_first and job.verify and not job.in_place and job.same_endpoint and job.cse is None
+            and ref.dest_listed and ref.dest_size is None and ref.version_id is None and ref.is_latest
+            and bool(ref.etag) and ref.listed_mode not in (Mode.SSE_C, Mode.CSE)
+            and ref.size <= min(job.multipart_threshold, MAX_SINGLE_COPY)
+            and not ref.key.endswith(INSTRUCTION_SUFFIX)
+            and not (refused >= 16 and refused * 2 >= tried)   # mostly SSE-C sources: read them first
+            and (job.caps is None or job.caps.get(CAP_COPY_FIRST) is not False))
+
+
+async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
+    """CopyObject (COPY directives) then HeadObject of the result: 2 requests instead of 3. None when the
+    object needs the ordinary path: the copy was refused (an SSE-C source needs its key; a changed or
+    deleted source), or the result is not as asked (then this path is off for the run)."""
+    dest_key = job.dest_key(ref.key)
+    params: dict[str, Any] = {
+        "Bucket": job.dst.bucket, "Key": dest_key, "CopySource": {"Bucket": job.src.bucket, "Key": ref.key},
+        "CopySourceIfMatch": ref.etag, "MetadataDirective": "COPY", "TaggingDirective": "COPY",
+        **sse.write_params(job.target),
+    }
+    if ref.storage_class:
+        params["StorageClass"] = ref.storage_class
+    sse_c = job.target.mode == Mode.SSE_C
+    job.copy_first_tally[0] += 1
+    try:
+        await job.retried(f"copy {ref.key}", lambda: job.dest.call(
+            "copy_object", bucket=job.dst.bucket, key=dest_key, sse_c=sse_c, **params))
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        job.copy_first_tally[1] += 1
+        log.debug("copy of %s before reading it refused (%s): reading it first", ref.key, exc)
+        return None
+    written, why = await check_written(job, dest_key, ref.size)
+    meta = written.metadata
+    if why is None and (detect_format(meta) or needs_instruction_file(meta) or is_instruction_file(meta)):
+        # Client-side encrypted, and this run has no client-side keys: the ordinary path decides (it
+        # refuses to copy it as it is). The copy is ours, at a key the listing showed empty: take it back.
+        await _learn(job, CAP_COPY_FIRST, False)
+        await job.retried(f"delete {dest_key}", lambda: job.dest.call(
+            "delete_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key))
+        return None
+    if why is not None:
+        log.info("%s: a copy before reading the source came out %s; reading sources first from now on",
+                 dest_key, why)
+        await _learn(job, CAP_COPY_FIRST, False)
+        return None   # the ordinary path copies or streams it again, over this copy
+    return Outcome(key=ref.key, state=State.DONE, action=Action.COPY, source_mode=None,
+                   target_mode=job.target.mode, bytes_copied=ref.size, new_etag=written.etag)
 
 
 async def looks_like_instruction_file(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:

@@ -113,6 +113,7 @@ class ObjectRef:
     listed_mode: Mode | None = None     # encryption as the listing says (S3 Inventory EncryptionStatus)
     dest_listed: bool = False           # the destination listing was consulted for this key
     dest_size: int | None = None        # size of the destination object it showed (None: none there)
+    storage_class: str | None = None    # as ListObjectsV2 shows it (None: not listed, or STANDARD)
 
 
 @dataclass(frozen=True, slots=True)

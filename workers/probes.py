@@ -11,11 +11,13 @@ from workers import sse
 from workers.errors import (
     AccessDeniedError,
     BucketMissingError,
+    CredentialsError,
     FatalError,
     ObjectChangedError,
     ObjectError,
     RekeyError,
     RetryableError,
+    UnsupportedError,
 )
 from workers.job import Retrier
 from workers.model import Encryption, Mode
@@ -46,6 +48,20 @@ async def check_bucket(s3: S3, bucket: str, role: str) -> None:
             pass
         raise AccessDeniedError(f"{role} bucket is not accessible: {exc.message}", bucket=bucket,
                                 op="head_bucket") from None
+
+
+async def website_configured(s3: S3, bucket: str) -> bool:
+    """GetBucketWebsite: True when the bucket serves a website, or when that cannot be told (denied).
+    A CopyObject with the COPY metadata directive drops x-amz-website-redirect-location on AWS."""
+    try:
+        await s3.call("get_bucket_website", bucket=bucket, Bucket=bucket)
+    except (ObjectChangedError, UnsupportedError):  # NoSuchWebsiteConfiguration (404), or not implemented
+        return False
+    except CredentialsError:
+        raise
+    except RekeyError:
+        return True
+    return True
 
 
 def probe_key(prefix: str) -> str:

@@ -163,6 +163,7 @@ class S3:
                     size=int(item.get("Size", 0)),
                     etag=str(item.get("ETag", "")),
                     last_modified=item["LastModified"].timestamp() if item.get("LastModified") else None,
+                    storage_class=_listed_class(item.get("StorageClass")),
                 )
                 for item in page.get("Contents", []) or []
             ]
@@ -338,3 +339,9 @@ def carried_params(head: ObjectHead, *, metadata: Mapping[str, str] | None = Non
     if head.storage_class and head.storage_class != "STANDARD":
         params["StorageClass"] = head.storage_class
     return params
+
+
+def _listed_class(value: Any) -> str | None:
+    """A listing's StorageClass, None for STANDARD (a copy's default) or when not shown."""
+    text = str(value or "")
+    return text if text and text != "STANDARD" else None

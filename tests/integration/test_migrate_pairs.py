@@ -179,8 +179,10 @@ def check_migrated(s3: Any, *, bucket: str, dest_key: Callable[[str], str], seed
     for obj in seeded:
         key = dest_key(obj.key)
         entry = entries[obj.key]
-        if (entry["state"], entry["source_mode"], entry["target_mode"]) != expected_entry(obj, case,
-                                                                                         in_place=in_place):
+        got = (entry["state"], entry["source_mode"], entry["target_mode"])
+        if not in_place and entry["action"] == "copy" and obj.mode != "sse-c" and entry["source_mode"] is None:
+            got = (got[0], obj.mode, got[2])   # copied before it was read ([run] copy_first): mode not known
+        if got != expected_entry(obj, case, in_place=in_place):
             problems.append(f"{obj.key}: report says {entry}")
             continue
         h = head(s3, bucket, key, read_key)

@@ -1,0 +1,42 @@
+"""copy_first is only safe where no object can carry a website redirect a COPY-directive copy would drop:
+how GetBucketWebsite's answers are read (the decision alone; SeaweedFS has no website hosting to test it)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from workers.errors import AccessDeniedError, CredentialsError, ObjectGoneError, RekeyError, UnsupportedError
+from workers.probes import website_configured
+from workers.s3 import S3
+
+
+class OneAnswer:
+    def __init__(self, answer: dict[str, Any] | RekeyError) -> None:
+        self.answer = answer
+        self.ops: list[str] = []
+
+    async def call(self, op: str, **params: Any) -> dict[str, Any]:
+        self.ops.append(op)
+        if isinstance(self.answer, RekeyError):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(("answer", "configured"), [
+    ({"IndexDocument": {"Suffix": "index.html"}}, True),
+    (ObjectGoneError("NoSuchWebsiteConfiguration"), False),
+    (UnsupportedError("NotImplemented", code="501"), False),
+    (AccessDeniedError("AccessDenied"), True),   # cannot tell: read every source first
+])
+def test_website_configuration_decides(answer: dict[str, Any] | RekeyError, configured: bool) -> None:
+    s3 = OneAnswer(answer)
+    assert anyio.run(website_configured, cast(S3, s3), "b") is configured
+    assert s3.ops == ["get_bucket_website"]
+
+
+def test_refused_credentials_stop_the_run() -> None:
+    with pytest.raises(CredentialsError):
+        anyio.run(website_configured, cast(S3, OneAnswer(CredentialsError("InvalidAccessKeyId"))), "b")
