@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,11 +148,17 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
     )
 
 
+async def check_buckets(job: Job) -> None:
+    """Both buckets exist and are reachable (asked at once; the first error names its bucket)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(check_bucket, job.source, job.src.bucket, "source")
+        if job.dst.bucket != job.src.bucket or job.dest is not job.source:
+            tg.start_soon(check_bucket, job.dest, job.dst.bucket, "destination")
+
+
 async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
-    """Buckets exist and are reachable; the target encryption is really applied by this endpoint."""
-    await check_bucket(job.source, job.src.bucket, "source")
-    if job.dst.bucket != job.src.bucket or job.dest is not job.source:
-        await check_bucket(job.dest, job.dst.bucket, "destination")
+    """Before the first write: the target encryption is really applied by this endpoint, and what this
+    endpoint can do is known. Runs while the listing starts (see Run.run)."""
     if job.copy_first and not job.in_place and acp.get(CAP_COPY_FIRST) is not False and \
             await website_configured(job.source, job.src.bucket):
         # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
@@ -308,12 +314,16 @@ class Run:
             if batch:
                 await self.acp.run(cp.record_outcomes, batch)
 
-    async def run(self) -> None:
+    async def run(self, before_work: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Listing starts at once; the workers, which write, only once `before_work` (the preflight
+        probes) has passed. Its error cancels the listing."""
         n = self.config.run.concurrency
         send, recv = anyio.create_memory_object_stream[Item](n)
         out_send, out_recv = anyio.create_memory_object_stream[Outcome](n * 4)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.produce, send)
+            if before_work is not None:
+                await before_work()
             for _ in range(n):
                 tg.start_soon(self.work, recv.clone(), out_send.clone())
             recv.close()
@@ -350,9 +360,9 @@ async def run_migration(config: Config, progress: Progress, *,
         async with open_clients(config) as (source, dest, kms):
             job = make_job(config, source, dest, acp, retrier, kms)
             try:
-                await preflight(config, job, acp)
-                await Run(config, job, acp, throttle, progress,
-                          confirm_delete_noncurrent=confirm_delete_noncurrent).run()
+                await check_buckets(job)
+                await Run(config, job, acp, throttle, progress, confirm_delete_noncurrent=confirm_delete_noncurrent
+                          ).run(lambda: preflight(config, job, acp))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:

@@ -150,14 +150,15 @@ async def migrate_object(job: Job, ref: ObjectRef) -> Outcome:
 def copy_first_applies(job: Job, ref: ObjectRef) -> bool:
     """Bucket to bucket, an object the destination listing shows absent can be copied before it is read:
     the copy carries metadata and tags server-side, If-Match pins the listed ETag, and the HEAD of the
-    result verifies it. Not for client-side runs, SSE-C sources as far as known, versions or part copies."""
+    result verifies it. Not for client-side targets, SSE-C sources as far as known, versions or part copies."""
     tried, refused = job.copy_first_tally
-    return (job.copy_first and job.verify and not job.in_place and job.same_endpoint and job.cse is None
+    return (job.copy_first and job.verify and not job.in_place and job.same_endpoint
+            and (job.cse is None or job.cse.target is None)
             and ref.dest_listed and ref.dest_size is None and ref.version_id is None and ref.is_latest
             and bool(ref.etag) and ref.listed_mode not in (Mode.SSE_C, Mode.CSE)
             and ref.size <= min(job.multipart_threshold, MAX_SINGLE_COPY)
             and not ref.key.endswith(INSTRUCTION_SUFFIX)
-            and not (refused >= 16 and refused * 2 >= tried)   # mostly SSE-C sources: read them first
+            and not (refused >= 16 and refused * 2 >= tried)   # mostly SSE-C or client-side: read them first
             and (job.caps is None or job.caps.get(CAP_COPY_FIRST) is not False))
 
 
@@ -187,9 +188,9 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
     written, why = await check_written(job, dest_key, ref.size)
     meta = written.metadata
     if why is None and (detect_format(meta) or needs_instruction_file(meta) or is_instruction_file(meta)):
-        # Client-side encrypted, and this run has no client-side keys: the ordinary path decides (it
-        # refuses to copy it as it is). The copy is ours, at a key the listing showed empty: take it back.
-        await _learn(job, CAP_COPY_FIRST, False)
+        # Client-side encrypted: the ordinary path decides (decrypt it, or refuse to copy it as it is).
+        # The copy is ours, at a key the listing showed empty: take it back.
+        job.copy_first_tally[1] += 1
         await job.retried(f"delete {dest_key}", lambda: job.dest.call(
             "delete_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key))
         return None

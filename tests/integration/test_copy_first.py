@@ -26,13 +26,15 @@ def seed_plain(s3: Any, bucket: str) -> dict[str, bytes]:
 
 
 def run(sandbox: SandboxInfo, tmp_path: Path, name: str, src: str, dst: str, target: dict[str, Any],
-        **run_extra: Any) -> dict[str, Any]:
-    sections = {
+        kms: bool = False, **run_extra: Any) -> dict[str, Any]:
+    sections: dict[str, dict[str, Any]] = {
         "source": source_section(sandbox, src, https=False, prefix="in/"),
         "destination": {"bucket": dst, "prefix": "out/"},
         "target": target,
         "run": {"checkpoint": str(tmp_path / f"{name}.sqlite"), "concurrency": 8, **run_extra},
     }
+    if kms:
+        sections["kms"] = {"endpoint_url": sandbox.kms_url, "region": sandbox.region}
     report = tmp_path / f"{name}.json"
     result = run_rekey(sandbox, "run", "-q", "-c", str(write_config(tmp_path, sections, f"{name}.toml")),
                        "--report", str(report))
@@ -105,3 +107,23 @@ def test_client_side_source_without_keys_is_refused_and_not_left_copied(
     assert entries["in/1-plain.bin"]["state"] == "done", entries
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=dst).get("Contents", [])]
     assert listed == ["out/1-plain.bin"], "the refused client-side object must not be left in the destination"
+
+
+def test_client_side_source_is_decrypted_when_allowed(sandbox: SandboxInfo, s3: Any, kms: Any,
+                                                     bucket_factory: Any, tmp_path: Path) -> None:
+    """With [kms] and allow_client_side_decrypt, a client-side object copied first is found by the HEAD of
+    the copy, taken back and decrypted into the target; plain objects keep taking two requests."""
+    src, dst = bucket_factory("cfd-src"), bucket_factory("cfd-dst")
+    key_id = kms.create_key(Description="cse")["KeyMetadata"]["KeyId"]
+    secret = os.urandom(5000)
+    official(sandbox, key_id).put_object(Bucket=src, Key="in/0-secret.bin", Body=secret)
+    s3.put_object(Bucket=src, Key="in/1-plain.bin", Body=b"p" * 3000)
+    report = run(sandbox, tmp_path, "cse-decrypt", src, dst, {"mode": "sse-s3", "allow_client_side_decrypt": True},
+                 kms=True, concurrency=1)
+    entries = report_by_key(report)
+    assert (entries["in/0-secret.bin"]["state"], entries["in/0-secret.bin"]["action"]) == ("done", "stream")
+    got = s3.get_object(Bucket=dst, Key="out/0-secret.bin")
+    assert got["Body"].read() == secret and got["ServerSideEncryption"] == "AES256"
+    assert not any(k.startswith("x-amz-") for k in got["Metadata"]), got["Metadata"]
+    assert (entries["in/1-plain.bin"]["action"], entries["in/1-plain.bin"]["source_mode"]) == ("copy", None)
+    assert s3.get_object(Bucket=dst, Key="out/1-plain.bin")["Body"].read() == b"p" * 3000
