@@ -3,12 +3,16 @@
 For users sizing a migration on their own endpoint: for each mode it PUTs `count` scratch objects of `size`
 bytes, GETs them, copies each to a new key under the same mode, and reads one back with HeadObject to say
 whether the endpoint really applied the mode. Every scratch object is deleted afterwards, also on errors.
-Client-side encryption is not measured yet.
+
+Client-side (`cse`): PUT is a new data key, its wrapping (KMS when a KMS endpoint is known, else a random
+local AES key), AES-GCM (S3EC v3) and PutObject with the envelope; GET is GetObject, unwrapping and
+decryption, checked against the bytes put; COPY is a server-side copy of the ciphertext and its envelope.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -23,12 +27,25 @@ import anyio
 
 from engine.config import Config, load_config, parse_size
 from workers import sse
-from workers.errors import ConfigError, RekeyError
+from workers.cse import (
+    AesKeyring,
+    ContentDecryptor,
+    ContentEncryptor,
+    CseFormat,
+    Keyring,
+    KmsKeyring,
+    detect_format,
+    envelope_to_metadata,
+    new_data_key,
+    parse_envelope,
+)
+from workers.cse.envelope import TAG_LEN
+from workers.errors import ConfigError, CorruptObjectError, RekeyError
 from workers.model import Encryption, Mode, SecretKey
 from workers.s3 import S3, Endpoint
 
 MiB = 1024 * 1024
-MODES = (Mode.NONE, Mode.SSE_S3, Mode.SSE_KMS, Mode.DSSE_KMS, Mode.SSE_C)
+MODES = (Mode.NONE, Mode.SSE_S3, Mode.SSE_KMS, Mode.DSSE_KMS, Mode.SSE_C, Mode.CSE)
 MAX_ERRORS = 5  # a phase stops after this many failed requests (a mode the endpoint refuses fails fast)
 
 
@@ -68,6 +85,7 @@ class BenchSettings:
     concurrency: int
     modes: tuple[Mode, ...]
     kms_key_id: str | None
+    kms: Endpoint | None = None      # client-side mode: KMS for the keyring (None: a random local AES key)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -124,10 +142,78 @@ def _skip_reason(mode: Mode, settings: BenchSettings) -> str | None:
     return None
 
 
-async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes) -> ModeResult:
+class CseCodec:
+    """Client-side encryption of whole bench objects with one keyring (S3EC v3)."""
+
+    def __init__(self, keyring: Keyring, note: str) -> None:
+        self.keyring = keyring
+        self.note = note
+
+    async def seal(self, body: bytes) -> tuple[bytes, dict[str, str]]:
+        data_key = new_data_key()
+        encryptor = ContentEncryptor(data_key, CseFormat.V3)
+        wrapped = await self.keyring.wrap(data_key, CseFormat.V3)
+        data = await _off_loop(lambda: encryptor.update(body) + encryptor.finalize(), len(body))
+        metadata, _ = envelope_to_metadata(encryptor.envelope(wrapped), instruction_file=False)
+        return data, metadata
+
+    async def open(self, data: bytes, metadata: dict[str, str]) -> bytes:
+        env = parse_envelope({str(k).lower(): str(v) for k, v in metadata.items()})
+        decryptor = ContentDecryptor.for_envelope(await self.keyring.unwrap(env), env)
+        return await _off_loop(lambda: decryptor.update(data) + decryptor.finalize(), len(data))
+
+
+async def _off_loop(fn: Callable[[], bytes], size: int) -> bytes:
+    return await anyio.to_thread.run_sync(fn) if size > 256 * 1024 else fn()
+
+
+async def _bench_cse(s3: S3, settings: BenchSettings, codec: CseCodec, body: bytes) -> ModeResult:
+    bucket, base = settings.bucket, f"{settings.prefix}{Mode.CSE.value}/"
+    put_keys = [f"{base}put-{i:06d}" for i in range(settings.count)]
+    copy_keys = [f"{base}copy-{i:06d}" for i in range(settings.count)]
+
+    async def put(i: int) -> None:
+        data, metadata = await codec.seal(body)
+        await s3.call("put_object", bucket=bucket, key=put_keys[i], Bucket=bucket, Key=put_keys[i], Body=data,
+                      Metadata=metadata)
+
+    async def get(i: int) -> None:
+        data, resp = await s3.get_all(bucket, put_keys[i])
+        if await codec.open(data, resp.get("Metadata") or {}) != body:
+            raise CorruptObjectError("decrypted bytes differ from the bytes put", bucket=bucket, key=put_keys[i],
+                                     op="decrypt")
+
+    async def copy(i: int) -> None:
+        await s3.call("copy_object", bucket=bucket, key=copy_keys[i], Bucket=bucket, Key=copy_keys[i],
+                      CopySource={"Bucket": bucket, "Key": put_keys[i]}, MetadataDirective="COPY")
+
+    phases: list[Phase] = []
+    applied: bool | None = None
+    note = codec.note
+    try:
+        n, c, size = settings.count, settings.concurrency, settings.size
+        phases.append(await _phase("PUT", n, c, size, put))
+        if phases[0].ok:
+            head = await s3.head(bucket, put_keys[0])
+            applied = detect_format(head.metadata) is not None and head.size == size + TAG_LEN
+            if not applied:
+                note = f"stored {head.size} bytes without a readable envelope"
+            phases.append(await _phase("GET", n, c, size, get))
+            phases.append(await _phase("COPY", n, c, size, copy))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _delete(s3, bucket, put_keys + copy_keys)
+    return ModeResult(Mode.CSE.value, applied, note, tuple(phases))
+
+
+async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes,
+                      codec: CseCodec | None = None) -> ModeResult:
     skip = _skip_reason(mode, settings)
     if skip:
         return ModeResult(mode.value, None, skip)
+    if mode == Mode.CSE:
+        assert codec is not None
+        return await _bench_cse(s3, settings, codec, body)
     enc = _encryption(mode, settings.kms_key_id)
     bucket, base = settings.bucket, f"{settings.prefix}{mode.value}/"
     put_keys = [f"{base}put-{i:06d}" for i in range(settings.count)]
@@ -182,8 +268,17 @@ async def _delete(s3: S3, bucket: str, keys: list[str]) -> None:
 
 async def run_bench(settings: BenchSettings) -> list[ModeResult]:
     body = os.urandom(settings.size)
-    async with S3.open(settings.endpoint) as s3:
-        return [await _bench_mode(s3, settings, mode, body) for mode in settings.modes]
+    async with contextlib.AsyncExitStack() as stack:
+        s3 = await stack.enter_async_context(S3.open(settings.endpoint))
+        codec = None
+        if Mode.CSE in settings.modes:
+            if settings.kms is not None and settings.kms_key_id:
+                kms = await stack.enter_async_context(S3.open(settings.kms, service="kms"))
+                codec = CseCodec(KmsKeyring(kms, settings.kms_key_id), f"KMS keyring, key {settings.kms_key_id}")
+            else:
+                codec = CseCodec(AesKeyring(SecretKey(secrets.token_bytes(32), "rekey bench (random)")),
+                                 "local AES keyring (random key); --kms-key-id and a KMS endpoint for KMS")
+        return [await _bench_mode(s3, settings, mode, body, codec) for mode in settings.modes]
 
 
 def table(results: list[ModeResult], settings: BenchSettings) -> str:
@@ -230,12 +325,17 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         modes = tuple(Mode(m.strip()) for m in args.modes.split(",") if m.strip())
     except ValueError:
         raise ConfigError(f"bench: --modes: one of {', '.join(m.value for m in MODES)}, got {args.modes!r}") from None
-    if Mode.CSE in modes:
-        raise ConfigError("bench: --modes: client-side encryption (cse) is not measured yet")
+    kms: Endpoint | None = None
+    if args.kms_endpoint_url:
+        kms = Endpoint(endpoint_url=args.kms_endpoint_url, region=endpoint.region, ca_bundle=endpoint.ca_bundle)
+    elif config is not None and config.kms is not None:
+        kms = config.kms
+    elif endpoint.endpoint_url is None:   # AWS S3: AWS KMS in the same region
+        kms = Endpoint(region=endpoint.region, profile=endpoint.profile)
     prefix = args.prefix.rstrip("/") + f"/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}/"
     return BenchSettings(endpoint=endpoint, bucket=bucket, prefix=prefix.lstrip("/"),
                          size=parse_size(args.size, "bench: --size"), count=args.count,
-                         concurrency=args.concurrency, modes=modes, kms_key_id=kms_key)
+                         concurrency=args.concurrency, modes=modes, kms_key_id=kms_key, kms=kms)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -261,11 +361,13 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--prefix", default="rekey-bench", help="scratch key prefix (a unique folder is added)")
     p.add_argument("--region")
     p.add_argument("--ca-bundle", help="PEM bundle to verify the endpoint's TLS certificate")
-    p.add_argument("--kms-key-id", help="KMS key for sse-kms and dsse-kms")
+    p.add_argument("--kms-key-id", help="KMS key for sse-kms, dsse-kms and (with a KMS endpoint) cse")
+    p.add_argument("--kms-endpoint-url", help="KMS endpoint for cse's keyring (default: the config's [kms]; "
+                   "AWS KMS only when the S3 endpoint is AWS; otherwise cse uses a random local AES key)")
     p.add_argument("--size", default="1MiB", help="object size, e.g. 8KiB, 16MiB (default 1MiB)")
     p.add_argument("--count", type=int, default=100, help="objects per mode (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--modes", default=",".join(m.value for m in MODES),
-                   help="comma-separated: none, sse-s3, sse-kms, dsse-kms, sse-c (default: all)")
+                   help="comma-separated: none, sse-s3, sse-kms, dsse-kms, sse-c, cse (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands["bench"] = cmd_bench
