@@ -202,7 +202,7 @@ def _s3ec(mode: str) -> Callable[[Scenario, Ctx], Command | str]:
 
 TOOLS: tuple[Tool, ...] = (
     Tool("rekey", "rekey", _rekey(None)),
-    Tool("rekey c=64", "rekey", _rekey(64)),
+    Tool("rekey c=16", "rekey", _rekey(16)),
     Tool("aws-cli", "aws-cli", _awscli(False)),
     Tool("aws-cli 64", "aws-cli", _awscli(True)),
     Tool("rclone", "rclone", _rclone(False)),

@@ -246,17 +246,18 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
 
     for sc in ("S1", "S2", "S3"):
         ratio(sc, "rekey", "rclone 64/64")
-        ratio(sc, "rekey c=64", "rclone 64/64")
+        ratio(sc, "rekey c=16", "rclone 64/64")
     for sc in ("S1", "S2"):
         ra, rb = get.get((sc, "rekey")), get.get((sc, "rclone 64/64"))
         if ra and rb:
             out.append(f"{sc}: client CPU per object: rekey {ra['cpu_ms_per_object']} ms, "
                        f"rclone 64/64 {rb['cpu_ms_per_object']} ms")
+    ratio("S3", "rekey", "rclone")
     ratio("S4", "rekey", "aws-cli 64")
     ratio("S4", "rekey", "aws-cli")
     ratio("S5", "rekey", "s3ec official")
     ratio("S5", "rekey", "boto3 no-crypto ceiling")
-    for tool in ("rekey", "rekey c=64"):
+    for tool in ("rekey", "rekey c=16"):
         a, b = get.get(("S6", tool)), get.get(("S6a", tool))
         if a and b:
             out.append(f"S6: {tool} objects/s at the large count / at the small count (S6a) = "

@@ -112,7 +112,7 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     checkpoint: Path
-    concurrency: int = 32
+    concurrency: int = 64
     part_size: int = 16 * MiB
     multipart_threshold: int = GiB
     verify: Verify = Verify.HEAD
@@ -397,7 +397,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
     if "target" not in data:
         raise ConfigError("target: required section")
     run_sec = _Section("run", data.get("run"))
-    concurrency = run_sec.number("concurrency", 32, maximum=1024)
+    concurrency = run_sec.number("concurrency", 64, maximum=1024)
     part_size = parse_size(run_sec.data.get("part_size", 16 * MiB), "run.part_size")
     if not MIN_PART <= part_size <= MAX_PART:
         raise ConfigError(f"run.part_size: must be between 5MiB and 5GiB, got {part_size} bytes")
