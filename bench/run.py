@@ -306,27 +306,32 @@ def main(argv: list[str] | None = None) -> int:
         keys = (kms, f"arn:aws:kms:{info.region}:123456789012:key/{kms}")
         client = boto_client(info)
         for sc in chosen:
-            for tool in tools:
-                if sc.rekey_only and tool.family != "rekey":
-                    continue
-                if sc.target == "cse" and tool.family not in ("rekey", "s3ec", "ceiling"):
-                    continue
-                if sc.target != "cse" and tool.family in ("s3ec", "ceiling"):
-                    continue
-                done = []
-                for n in range(runs):
+            # Runs are interleaved (run 1 of every tool, then run 2, ...): the server's state drifts over a
+            # scenario (deleted buckets being reclaimed), and this spreads the drift over every tool alike.
+            eligible = [t for t in tools if not (sc.rekey_only and t.family != "rekey")
+                        and not (sc.target == "cse" and t.family not in ("rekey", "s3ec", "ceiling"))
+                        and not (sc.target != "cse" and t.family in ("s3ec", "ceiling"))]
+            done: dict[str, list[dict[str, Any]]] = {t.name: [] for t in eligible}
+            unsupported: dict[str, str] = {}
+            for n in range(runs):
+                for tool in eligible:
+                    if tool.name in unsupported:
+                        continue
                     r = one_run(info, client, sc, tool, n, keys, scratch)
                     if "unsupported" in r:
-                        results["rows"].append({"scenario": sc.name, "tool": tool.name, "family": tool.family,
-                                                "unsupported": r["unsupported"], "ok": False})
-                        break
-                    done.append(r)
+                        unsupported[tool.name] = r["unsupported"]
+                        continue
+                    done[tool.name].append(r)
                     print(f"{sc.name} {tool.name} run {n + 1}: {sc.count / r['wall']:.1f} obj/s "
                           f"{sc.total_bytes / MiB / r['wall']:.1f} MiB/s cpu {r['cpu']:.2f}s rss {r['rss_mib']:.0f}MiB "
                           f"{'ok' if r['ok'] else 'FAILED ' + str(r['check']['problems'][:2])}"
                           f"{' exit ' + str(r['exit_code']) if r['exit_code'] else ''}", flush=True)
-                if done:
-                    results["rows"].append(summarize(sc, tool, done))
+            for tool in eligible:
+                if tool.name in unsupported:
+                    results["rows"].append({"scenario": sc.name, "tool": tool.name, "family": tool.family,
+                                            "unsupported": unsupported[tool.name], "ok": False})
+                elif done[tool.name]:
+                    results["rows"].append(summarize(sc, tool, done[tool.name]))
         if args.profile:
             text = profile_rekey(info, client, all_sc["S1"], keys, scratch)
             (RESULTS / f"profile-S1-{stamp}.txt").write_text(text + "\n", encoding="utf-8")
