@@ -96,7 +96,7 @@ def seed(client: Any, bucket: str, sc: Scenario, threads: int = 32) -> dict[str,
     """Put the scenario's plaintext objects (with metadata for in-place checks); returns key -> SHA-256."""
     def put(key: str) -> tuple[str, str]:
         if sc.size <= SEED_PART:
-            body = next(chunks(key, sc.size), b"")
+            body = b"".join(chunks(key, sc.size))   # chunks() cuts at 16 MiB: join them all
             client.put_object(Bucket=bucket, Key=key, Body=body, **SEED_META)
             return key, hashlib.sha256(body).hexdigest()
         up = client.create_multipart_upload(Bucket=bucket, Key=key, **SEED_META)
