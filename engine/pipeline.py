@@ -156,16 +156,9 @@ async def check_buckets(job: Job) -> None:
             tg.start_soon(check_bucket, job.dest, job.dst.bucket, "destination")
 
 
-async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
-    """Before the first write: the target encryption is really applied by this endpoint, and what this
-    endpoint can do is known. Runs while the listing starts (see Run.run)."""
-    if job.copy_first and not job.in_place and acp.get(CAP_COPY_FIRST) is not False and \
-            await website_configured(job.source, job.src.bucket):
-        # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
-        await acp.learn(CAP_COPY_FIRST, False)
+async def _probe_target_applied(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
+    """A scratch object written in the target mode must come back in it (once per checkpoint)."""
     target = config.target
-    if target.mode == Mode.CSE:
-        return
     name = f"target_applied:{target.mode.value}:{target.encryption.kms_key_id or ''}"
     if acp.get(name) is not True:
         why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption, retry=job.retry)
@@ -174,6 +167,22 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
                 f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
                 "refusing to replace objects with ones it would not protect", bucket=job.dst.bucket, op="probe")
         await acp.learn(name, True)
+
+
+async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
+    """Before the first write: the target encryption is really applied by this endpoint, and what this
+    endpoint can do is known. Runs while the listing starts (see Run.run)."""
+    target = config.target
+    if target.mode != Mode.CSE:
+        # First: while the server answers the first write into the bucket (SeaweedFS allocates volumes,
+        # 0.2 s), the listing makes the botocore client the rest of the run needs.
+        await _probe_target_applied(config, job, acp)
+    if job.copy_first and not job.in_place and acp.get(CAP_COPY_FIRST) is not False and \
+            await website_configured(job.source, job.src.bucket):
+        # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
+        await acp.learn(CAP_COPY_FIRST, False)
+    if target.mode == Mode.CSE:
+        return
     if (config.run.update_in_place == UpdateInPlace.AUTO and acp.get(CAP_UPDATE_ENCRYPTION) is None
             and why_not_applicable(Encryption(Mode.SSE_S3), target.encryption, in_place=job.in_place) is None):
         # Never trusted untested: SeaweedFS and moto store the request as the object's data.

@@ -232,7 +232,7 @@ async def _attempt_put(s3: S3, bucket: str, key: str, params: Mapping[str, Any])
     """(accepted?, what the server said). Raw client: a denial is the expected answer, not an error."""
     s3.requests += 1
     try:
-        await s3.client.put_object(Bucket=bucket, Key=key, Body=b"rekey policy check", **params)
+        await (await s3.raw_client()).put_object(Bucket=bucket, Key=key, Body=b"rekey policy check", **params)
         return True, "accepted"
     except Exception as exc:
         response: Mapping[str, Any] = getattr(exc, "response", None) or {}

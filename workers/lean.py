@@ -54,7 +54,8 @@ _KEY_PARAMS = {"SSECustomerKey": "x-amz-server-side-encryption-customer-",
                "CopySourceSSECustomerKey": "x-amz-copy-source-server-side-encryption-customer-"}
 _HANDLED = {"Bucket", "Key", "VersionId", "CopySource", "Metadata", "Expires", "BucketKeyEnabled",
             "Body", "UploadId", "PartNumber", *_HEADER_PARAMS, *_KEY_PARAMS}
-_OPERATIONS = ("head_object", "copy_object", "get_object", "put_object", "upload_part")
+_OPERATIONS = ("head_object", "copy_object", "get_object", "put_object", "upload_part", "head_bucket",
+               "delete_object")
 
 # response header -> botocore response field (HeadObject)
 _RESPONSE_HEADERS = {
@@ -200,6 +201,23 @@ class LeanClient:
         if status >= 300:
             raise LeanError(status, str(status), _REASONS.get(status, ""), headers)
         return head_response(headers)
+
+    async def head_bucket(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        status, headers, _ = await self._send("HEAD", params["Bucket"], "", {}, {})
+        if status >= 300:
+            raise LeanError(status, str(status), _REASONS.get(status, ""), headers)
+        return {}
+
+    async def delete_object(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        query = {"versionId": params["VersionId"]} if params.get("VersionId") else {}
+        status, headers, body = await self._send("DELETE", params["Bucket"], params["Key"], query, {})
+        if status >= 300:
+            code, message = _error_fields(_xml(body))
+            raise LeanError(status, code or str(status), message or _REASONS.get(status, ""), headers)
+        out: dict[str, Any] = {}
+        if "x-amz-version-id" in {k.lower() for k in headers}:
+            out["VersionId"] = next(v for k, v in headers.items() if k.lower() == "x-amz-version-id")
+        return out
 
     async def copy_object(self, params: Mapping[str, Any]) -> dict[str, Any]:
         src = params["CopySource"]

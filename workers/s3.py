@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +70,10 @@ class S3:
     and operation. Use as `async with S3.open(endpoint) as s3:`.
     """
 
-    def __init__(self, client: Any, endpoint: Endpoint) -> None:
-        self._client = client
+    def __init__(self, client: Callable[[], Awaitable[Any]], endpoint: Endpoint) -> None:
+        self._make_client = client
+        self._client: Any = None               # the aiobotocore client, made on first use (see raw_client)
+        self._client_lock = anyio.Lock()
         self._lean: LeanClient | None = None  # HeadObject and CopyObject without botocore (workers.lean)
         self.endpoint = endpoint
         self.requests = 0  # requests sent, for reports and benchmarks
@@ -103,28 +105,42 @@ class S3:
         if endpoint.ca_bundle:
             kwargs["verify"] = endpoint.ca_bundle
         async with contextlib.AsyncExitStack() as stack:
-            try:
-                client = await stack.enter_async_context(session.create_client(service, **kwargs))
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception as exc:  # e.g. a profile that does not exist
-                raise classify_s3_error(exc, op="connect") from None
-            client.meta.events.register(f"needs-retry.{service}", _on_attempt)
+
+            async def make_client() -> Any:
+                # On first use, not at open: loading botocore's service model costs 0.06-0.08 s of CPU,
+                # which then runs while the first lean requests (bucket checks, the target probe) wait.
+                try:
+                    client = await stack.enter_async_context(session.create_client(service, **kwargs))
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception as exc:  # e.g. a profile that does not exist
+                    raise classify_s3_error(exc, op="connect") from None
+                client.meta.events.register(f"needs-retry.{service}", _on_attempt)
+                return client
+
             lean = None
             if service == "s3" and endpoint.lean and endpoint.endpoint_url:
-                credentials = await session.get_credentials()
+                try:
+                    credentials = await session.get_credentials()
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception as exc:  # e.g. a profile that does not exist
+                    raise classify_s3_error(exc, op="connect") from None
                 if credentials is not None:
                     lean = LeanClient(endpoint.endpoint_url, endpoint.region or "us-east-1", credentials,
                                       ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
                                       timeout=endpoint.read_timeout)
                     stack.push_async_callback(lean.close)
-            s3 = cls(client, endpoint)
+            s3 = cls(make_client, endpoint)
             s3._lean = lean
             yield s3  # errors of the caller's block pass through untouched
 
-    @property
-    def client(self) -> Any:
-        """The raw aiobotocore client, for the few calls this wrapper does not cover."""
+    async def raw_client(self) -> Any:
+        """The aiobotocore client (made on first use), for the few calls this wrapper does not cover."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await self._make_client()
         return self._client
 
     async def call(self, op: str, *, bucket: str = "", key: str = "", sse_c: bool = False,
@@ -137,7 +153,7 @@ class S3:
             if self._lean is not None and supports(op, params):
                 result: dict[str, Any] = await getattr(self._lean, op)(params)
             else:
-                result = await getattr(self._client, op)(**params)
+                result = await getattr(await self.raw_client(), op)(**params)
             return result
         except anyio.get_cancelled_exc_class():
             raise
