@@ -198,26 +198,20 @@ class LeanClient:
         query = {"versionId": params["VersionId"]} if params.get("VersionId") else {}
         status, headers, _ = await self._send("HEAD", params["Bucket"], params["Key"], query,
                                               self._headers(params))
-        if status >= 300:
-            raise LeanError(status, str(status), _REASONS.get(status, ""), headers)
+        _raise_for(status, headers)
         return head_response(headers)
 
     async def head_bucket(self, params: Mapping[str, Any]) -> dict[str, Any]:
         status, headers, _ = await self._send("HEAD", params["Bucket"], "", {}, {})
-        if status >= 300:
-            raise LeanError(status, str(status), _REASONS.get(status, ""), headers)
+        _raise_for(status, headers)
         return {}
 
     async def delete_object(self, params: Mapping[str, Any]) -> dict[str, Any]:
         query = {"versionId": params["VersionId"]} if params.get("VersionId") else {}
         status, headers, body = await self._send("DELETE", params["Bucket"], params["Key"], query, {})
-        if status >= 300:
-            code, message = _error_fields(_xml(body))
-            raise LeanError(status, code or str(status), message or _REASONS.get(status, ""), headers)
-        out: dict[str, Any] = {}
-        if "x-amz-version-id" in {k.lower() for k in headers}:
-            out["VersionId"] = next(v for k, v in headers.items() if k.lower() == "x-amz-version-id")
-        return out
+        _raise_for(status, headers, body)
+        version = {k.lower(): v for k, v in headers.items()}.get("x-amz-version-id")
+        return {"VersionId": version} if version else {}
 
     async def copy_object(self, params: Mapping[str, Any]) -> dict[str, Any]:
         src = params["CopySource"]
@@ -248,9 +242,7 @@ class LeanClient:
         query = {"versionId": params["VersionId"]} if params.get("VersionId") else {}
         status, headers, body = await self._send("GET", params["Bucket"], params["Key"], query,
                                                  self._headers(params))
-        if status >= 300:
-            code, message = _error_fields(_xml(body))
-            raise LeanError(status, code or str(status), message or _REASONS.get(status, ""), headers)
+        _raise_for(status, headers, body)
         out = head_response(headers)
         out["ContentLength"] = len(body)
         lower = {k.lower(): v for k, v in headers.items()}
@@ -269,9 +261,7 @@ class LeanClient:
         body = bytes(params.get("Body") or b"")
         status, headers, answer = await self._send("PUT", params["Bucket"], params["Key"], query,
                                                    self._headers(params), body)
-        if status >= 300:
-            code, message = _error_fields(_xml(answer))
-            raise LeanError(status, code or str(status), message or _REASONS.get(status, ""), headers)
+        _raise_for(status, headers, answer)
         lower = {k.lower(): v for k, v in headers.items()}
         return {field: lower[h] for h, field in _RESPONSE_HEADERS.items()
                 if h in lower and field in _WRITE_FIELDS}
@@ -295,6 +285,14 @@ class BytesBody:
 
 _WRITE_FIELDS = ("ETag", "ServerSideEncryption", "SSEKMSKeyId", "SSECustomerAlgorithm", "SSECustomerKeyMD5",
                  "VersionId")
+
+def _raise_for(status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
+    """An error answer (status 300 or more) as a LeanError: code and message from the XML body if any."""
+    if status < 300:
+        return
+    code, message = _error_fields(_xml(body))
+    raise LeanError(status, code or str(status), message or _REASONS.get(status, ""), headers)
+
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 412: "Precondition Failed",
             500: "Internal Server Error", 501: "Not Implemented", 503: "Slow Down"}

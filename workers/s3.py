@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +63,17 @@ def _on_attempt(response: Any = None, caught_exception: BaseException | None = N
         listener(error)
 
 
+@contextlib.contextmanager
+def _connect_errors() -> Iterator[None]:
+    """Setting up a client (e.g. a profile that does not exist) fails as a classified `connect` error."""
+    try:
+        yield
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as exc:
+        raise classify_s3_error(exc, op="connect") from None
+
+
 class S3:
     """A thin async wrapper over one aiobotocore S3 client.
 
@@ -74,7 +85,7 @@ class S3:
         self._make_client = client
         self._client: Any = None               # the aiobotocore client, made on first use (see raw_client)
         self._client_lock = anyio.Lock()
-        self._lean: LeanClient | None = None  # HeadObject and CopyObject without botocore (workers.lean)
+        self._lean: LeanClient | None = None  # the hot requests without botocore (workers.lean)
         self.endpoint = endpoint
         self.requests = 0  # requests sent, for reports and benchmarks
 
@@ -109,23 +120,15 @@ class S3:
             async def make_client() -> Any:
                 # On first use, not at open: loading botocore's service model costs 0.06-0.08 s of CPU,
                 # which then runs while the first lean requests (bucket checks, the target probe) wait.
-                try:
+                with _connect_errors():
                     client = await stack.enter_async_context(session.create_client(service, **kwargs))
-                except anyio.get_cancelled_exc_class():
-                    raise
-                except Exception as exc:  # e.g. a profile that does not exist
-                    raise classify_s3_error(exc, op="connect") from None
                 client.meta.events.register(f"needs-retry.{service}", _on_attempt)
                 return client
 
             lean = None
             if service == "s3" and endpoint.lean and endpoint.endpoint_url:
-                try:
+                with _connect_errors():
                     credentials = await session.get_credentials()
-                except anyio.get_cancelled_exc_class():
-                    raise
-                except Exception as exc:  # e.g. a profile that does not exist
-                    raise classify_s3_error(exc, op="connect") from None
                 if credentials is not None:
                     lean = LeanClient(endpoint.endpoint_url, endpoint.region or "us-east-1", credentials,
                                       ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
