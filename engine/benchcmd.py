@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -336,38 +334,3 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     return BenchSettings(endpoint=endpoint, bucket=bucket, prefix=prefix.lstrip("/"),
                          size=parse_size(args.size, "bench: --size"), count=args.count,
                          concurrency=args.concurrency, modes=modes, kms_key_id=kms_key, kms=kms)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.cli import run_async
-    settings = settings_from_args(args)
-    results = run_async(lambda: run_bench(settings))
-    if args.json:
-        print(json.dumps({"settings": {"endpoint": settings.endpoint.endpoint_url, "bucket": settings.bucket,
-                                       "prefix": settings.prefix, "size": settings.size, "count": settings.count,
-                                       "concurrency": settings.concurrency},
-                          "modes": [asdict(r) for r in results]}, indent=2))
-    else:
-        print(table(results, settings))
-    failed = any(p.failed for r in results for p in r.phases) or any(r.applied is False for r in results)
-    return 1 if failed else 0
-
-
-def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    p = sub.add_parser("bench", help="measure PUT/GET/COPY throughput and latency per encryption mode")
-    p.add_argument("-c", "--config", help="TOML config: its destination endpoint, bucket and KMS key are used")
-    p.add_argument("--endpoint-url", help="S3 endpoint (default: the config's, else AWS)")
-    p.add_argument("--bucket", help="bucket for scratch objects (default: the config's destination bucket)")
-    p.add_argument("--prefix", default="rekey-bench", help="scratch key prefix (a unique folder is added)")
-    p.add_argument("--region")
-    p.add_argument("--ca-bundle", help="PEM bundle to verify the endpoint's TLS certificate")
-    p.add_argument("--kms-key-id", help="KMS key for sse-kms, dsse-kms and (with a KMS endpoint) cse")
-    p.add_argument("--kms-endpoint-url", help="KMS endpoint for cse's keyring (default: the config's [kms]; "
-                   "AWS KMS only when the S3 endpoint is AWS; otherwise cse uses a random local AES key)")
-    p.add_argument("--size", default="1MiB", help="object size, e.g. 8KiB, 16MiB (default 1MiB)")
-    p.add_argument("--count", type=int, default=100, help="objects per mode (default 100)")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    p.add_argument("--modes", default=",".join(m.value for m in MODES),
-                   help="comma-separated: none, sse-s3, sse-kms, dsse-kms, sse-c, cse (default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    commands["bench"] = cmd_bench

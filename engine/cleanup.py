@@ -12,10 +12,6 @@ be aborted under it (its object then fails and the next run redoes it).
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
-from typing import Any
-
 from engine.checkpoint import UploadRow
 from engine.config import Config
 from workers.errors import ObjectChangedError
@@ -58,32 +54,3 @@ async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool)
                     pass  # NoSuchUpload: gone between the listing and the abort
             lines.append(f"{'would abort' if dry_run else 'aborted'} {where}")
     return lines, len(set(on_server) - ours)
-
-
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, _load, run_async
-    from engine.pipeline import open_checkpoint
-    config = _load(args)
-    dst = config.destination.location
-    cp = open_checkpoint(config, create=False)
-    try:
-        rows = [r for r in cp.uploads() if r.dest_bucket == dst.bucket and r.dest_key.startswith(dst.prefix)]
-        lines, others = run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
-        if not args.dry_run:
-            for r in rows:
-                cp.finish_upload(r.key, r.version_id, r.upload_id)
-    finally:
-        cp.close()
-    for line in lines:
-        print(line)
-    verb = "to abort or forget" if args.dry_run else "aborted or forgotten"
-    print(f"{len(rows)} upload(s) started by rekey under s3://{dst.bucket}/{dst.prefix} {verb}; "
-          f"{others} other incomplete upload(s) there left alone")
-    return EXIT_OK
-
-
-def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    p = sub.add_parser("cleanup", help="abort incomplete multipart uploads this checkpoint's runs started")
-    p.add_argument("-c", "--config", required=True, help="TOML config file")
-    p.add_argument("--dry-run", action="store_true", help="list what would be aborted; change nothing")
-    commands["cleanup"] = cmd_cleanup

@@ -7,6 +7,7 @@ import os
 import secrets
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,9 @@ def _table(before: Counter[str], after: Counter[str]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(*, objects: int = 200, workdir: str | None = None) -> int:
-    from engine.cli import main as cli_main
+def run_demo(*, objects: int = 200, workdir: str | None = None,
+             run_command: Callable[[str, str, bool], int]) -> int:
+    """`run_command(config, report, quiet)` is `rekey run` in this process, returning its exit code."""
     base = Path(workdir or tempfile.mkdtemp(prefix="rekey-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     with Sandbox() as info:
@@ -132,7 +134,7 @@ def run_demo(*, objects: int = 200, workdir: str | None = None) -> int:
         write_config(config, info, bucket=bucket, kms_key=new_key, sse_c_file=sse_c_file,
                      checkpoint=base / "rekey.sqlite")
         print(f"\n$ rekey run -c {config} --report {base / 'report.json'}", flush=True)
-        code = cli_main(["run", "-c", str(config), "--report", str(base / "report.json")])
+        code = run_command(str(config), str(base / "report.json"), False)
         after = modes_in_bucket(client, bucket, sse_c)
         print("\nobjects by encryption, as HeadObject reports them:")
         print(_table(before, after))
@@ -140,7 +142,7 @@ def run_demo(*, objects: int = 200, workdir: str | None = None) -> int:
         write_config(config, info, bucket=bucket, kms_key=new_key, sse_c_file=sse_c_file,
                      checkpoint=base / "rekey-second.sqlite")
         print(f"\n$ rekey run -c {config} --report {base / 'report-second.json'}   # again, fresh checkpoint")
-        code2 = cli_main(["run", "-c", str(config), "-q", "--report", str(base / "report-second.json")])
+        code2 = run_command(str(config), str(base / "report-second.json"), True)
         second = json.loads((base / "report-second.json").read_text())
         by_action = second["summary"]["by_action"]
         print(f"second run: {json.dumps(by_action)} (exit {code2})")

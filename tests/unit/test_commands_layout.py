@@ -1,0 +1,94 @@
+"""Commands apart from the engine (issue 11 item 8): one module per subcommand, no import cycles, no privates."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from engine.cli import build_parser
+from engine.commands import COMMAND_MODULES
+
+ENGINE = Path(__file__).resolve().parents[2] / "engine"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ENGINE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names imported from it) for every import in the file, also those inside functions."""
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def _engine_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in ENGINE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for module, names in _imports(path):
+            deps |= {d for d in (module, *(f"{module}.{n}" for n in names)) if d in modules and d != name}
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import path that leads back to where it started (depth-first, one witness per start)."""
+    found: list[list[str]] = []
+
+    def walk(path: list[str]) -> None:
+        for nxt in sorted(graph[path[-1]]):
+            if nxt == path[0]:
+                found.append([*path, nxt])
+            elif nxt not in path and len(path) < 12:
+                walk([*path, nxt])
+
+    for start in sorted(graph):
+        before = len(found)
+        walk([start])
+        del found[before + 1:]
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_engine() -> None:
+    graph = _engine_graph()
+    assert "engine.cli" in graph and "engine.commands.run" in graph
+    assert _cycles(graph) == []
+
+
+def test_every_subcommand_has_its_own_module() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    names = set(sub.choices)  # type: ignore[arg-type]
+    assert names == {"run", "plan", "status", "verify", "cleanup", "audit", "policy", "bench", "demo", "sandbox"}
+    assert set(COMMAND_MODULES) == names
+    for name in names:
+        assert (ENGINE / "commands" / f"{name}.py").is_file()
+        no_config = name in ("sandbox", "demo", "audit", "bench")
+        args = parser.parse_args([name] if no_config else [name, "-c", "x.toml"])
+        assert args.handler.__module__ == f"engine.commands.{name}"
+
+
+def test_no_command_imports_a_private_name_and_only_the_cli_imports_commands() -> None:
+    private = []
+    for path in sorted((ENGINE / "commands").glob("*.py")):
+        for module, names in _imports(path):
+            private += [f"{path.name}: {module}.{n}" for n in names if n.startswith("_") and n != "__future__"]
+    assert private == []
+    outside = []
+    for path in sorted(ENGINE.glob("*.py")):
+        if path.name == "cli.py":
+            continue
+        outside += [f"{path.name}: {m}" for m, _ in _imports(path) if m.startswith(("engine.cli", "engine.commands"))]
+    assert outside == []
