@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit integration bench bench-quick sandbox clean
+.PHONY: venv deps demo test lint typecheck unit integration bench bench-quick sandbox clean
+
+# Ceph RGW, the second S3 server of the integration tests: Debian packages, installed here when missing.
+CEPH_PACKAGES := ceph-mon ceph-osd radosgw ceph-common
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+deps:
+	@if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null \
+	    && command -v radosgw-admin >/dev/null && command -v ceph >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Ceph for the RGW tests: $(CEPH_PACKAGES)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CEPH_PACKAGES); \
+	else \
+	    echo "the RGW tests need Ceph: as root, run apt-get install -y $(CEPH_PACKAGES)" >&2; exit 1; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/rekey demo
 
@@ -21,13 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check engine workers tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) deps
 	$(BIN)/python -m pytest -q tests/integration
 
 sandbox: $(STAMP)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,55 @@ def s3_client(info: SandboxInfo, *, https: bool = True, limited: bool = False) -
         region_name=info.region,
         config=client_config(),
     )
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """One real S3 server as tests see it (the `server` fixture)."""
+
+    name: str                 # "seaweedfs" or "rgw"
+    info: SandboxInfo         # endpoints and credentials; run_rekey/source_section take it
+    s3: Any                   # boto3 client over HTTPS, admin identity
+    kms_a: str                # an SSE-KMS key id the server knows
+    kms_b: str                # another one
+    applies: frozenset[str]   # target modes it really applies ("sse-s3", "sse-kms", "sse-c")
+
+    def kms_key_matches(self, reported: object, wanted: str) -> bool:
+        """HeadObject's SSEKMSKeyId names `wanted` (SeaweedFS with moto answers an ARN, RGW the bare id)."""
+        return reported == wanted or str(reported).endswith("/" + wanted)
+
+
+class BackgroundStart:
+    """Start a sandbox in a thread (so its start-up overlaps other tests) and hand it over when asked.
+    A failed start is raised by `wait`, never swallowed."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._thread: threading.Thread | None = None
+        self._handle: Any = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        handle = self._factory()
+        try:
+            handle.start()
+        except BaseException as exc:
+            self._error = exc
+            return
+        self._handle = handle
+
+    def begin(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sandbox-start", daemon=True)
+            self._thread.start()
+
+    def wait(self) -> Any:
+        self.begin()
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._handle
 
 
 def kms_client(info: SandboxInfo) -> Any:
