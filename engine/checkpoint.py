@@ -6,14 +6,18 @@ limiter), so there is a single writer. Rows hold no key material: only key MD5s 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.lock import unwritable_message
 from workers.errors import CheckpointError
 from workers.model import Action, Mode, ObjectRef, Outcome, PartResult, State
 
@@ -138,37 +142,37 @@ class Checkpoint:
     # --- opening -----------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, fingerprint: str, description: str, create: bool = True) -> Checkpoint:
-        """Open or create; refuse a checkpoint written under a config with another fingerprint."""
+    def open(cls, path: Path, *, fingerprint: str, description: str, create: bool = True,
+             read_only: bool = False, settings: Mapping[str, Any] | None = None) -> Checkpoint:
+        """Open or create; refuse a checkpoint written under a config with another fingerprint, naming the
+        settings that differ. `read_only` never writes (and works in a read-only folder)."""
         exists = path.exists()
-        if not exists and not create:
+        if not exists and (not create or read_only):
             raise CheckpointError(f"{path}: no checkpoint here (run `rekey run` first)")
         if exists and path.is_dir():
             raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            conn = _connect_read_only(path) if read_only else _connect(path, exists=exists)
             cp = cls(conn, path)
             stored = cp.get_meta("fingerprint")
         except sqlite3.DatabaseError as exc:
-            raise CheckpointError(f"{path}: checkpoint is unusable ({exc}); move it aside to start afresh") from None
+            raise CheckpointError(database_error_message(path, exc)) from None
         except OSError as exc:
-            raise CheckpointError(f"{path}: cannot open checkpoint: {exc.strerror}") from None
-        if stored is None:
+            raise CheckpointError(unwritable_message(path, exc.strerror or str(exc))) from None
+        if stored is None and not read_only:
             with cp._tx():
                 cp._set_meta("fingerprint", fingerprint)
                 cp._set_meta("schema", SCHEMA_VERSION)
                 cp._set_meta("config", description)
                 cp._set_meta("created_at", str(time.time()))
-        elif stored != fingerprint:
+                if settings is not None:
+                    cp._set_meta("settings", json.dumps(dict(settings), sort_keys=True))
+        elif stored is not None and stored != fingerprint:
             old = cp.get_meta("config") or "?"
+            differs = settings_differ(cp.get_json("settings"), settings)
             conn.close()
             raise CheckpointError(
-                f"{path}: checkpoint was written for another configuration ({old}); "
+                f"{path}: checkpoint was written for another configuration ({differs or old}); "
                 f"use the original config, or another [run] checkpoint path to start afresh")
         return cp
 
@@ -362,6 +366,68 @@ class Checkpoint:
 
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]
+
+
+def _connect(path: Path, *, exists: bool) -> sqlite3.Connection:
+    """A read-write connection in WAL mode. A new checkpoint is created 0600 first, so SQLite's -wal and
+    -shm files, which copy the database's mode, are private too; an older world-readable one is tightened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not exists:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+    elif path.stat().st_mode & 0o077 and os.access(path, os.W_OK):
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. In a folder rekey cannot write, SQLite cannot make the -shm file a
+    WAL reader needs; then the file is read as immutable (what the last run left committed in it)."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM meta LIMIT 1")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN" or os.access(path.parent, os.W_OK):
+            raise
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def database_error_message(path: Path, exc: sqlite3.Error) -> str:
+    """One line for an SQLite failure: only a corrupt file gets the advice to move it aside."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc):
+        return f"{path}: checkpoint is unusable ({exc}); move it aside to start afresh"
+    if name.startswith("SQLITE_FULL") or "disk is full" in str(exc):
+        return (f"{path}: cannot write the checkpoint: the disk is full; free space in {path.parent} and run "
+                "again to resume (everything recorded so far is kept)")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or name == "SQLITE_AUTH":
+        return unwritable_message(path, str(exc))
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+        return f"{path}: checkpoint is busy ({exc}); another process is writing it"
+    return f"{path}: checkpoint error ({exc})"
+
+
+def settings_differ(stored: Any, current: Mapping[str, Any] | None) -> str:
+    """`target.kms_key_id differs ('a' then, 'b' now), ...`, or "" when either side is unknown."""
+    if not isinstance(stored, dict) or current is None:
+        return ""
+    names = sorted(n for n in set(stored) | set(current) if stored.get(n) != current.get(n))
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "; ".join(f"{n} differs ({shown(stored.get(n))} then, {shown(current.get(n))} now)" for n in names)
 
 
 class _Transaction:

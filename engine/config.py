@@ -149,6 +149,28 @@ class Config:
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
+    def settings(self) -> dict[str, Any]:
+        """What the fingerprint covers, by setting name (a refused checkpoint names the ones that differ).
+        Key material appears only as the MD5 or SHA-256 the fingerprint already holds."""
+        t = self.target
+        out: dict[str, Any] = {
+            "source.endpoint_url": self.source.endpoint.endpoint_url, "source.bucket": self.source.location.bucket,
+            "source.prefix": self.source.location.prefix, "source.include": list(self.source.include),
+            "source.exclude": list(self.source.exclude), "source.manifest": self.source.manifest,
+            "destination.endpoint_url": self.destination.endpoint.endpoint_url,
+            "destination.bucket": self.destination.location.bucket,
+            "destination.prefix": self.destination.location.prefix,
+            "target.mode": t.mode.value, "target.kms_key_id": t.encryption.kms_key_id,
+            "target.bucket_key": t.encryption.bucket_key,
+            "target.encryption_context": dict(t.encryption.context or {}),
+            "target.sse_c_key_file (key MD5)": t.encryption.key_md5,
+            "target.allow_client_side_decrypt": t.allow_client_side_decrypt,
+            "run.noncurrent": self.run.noncurrent.value,
+        }
+        for name, value in (t.cse.identity() if t.cse else {}).items():
+            out[f"target.cse.{name}"] = value
+        return out
+
     def describe_target(self) -> str:
         t = self.target
         if t.mode == Mode.CSE and t.cse:

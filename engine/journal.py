@@ -5,12 +5,14 @@ Implements the workers' `PartJournal` and `Capabilities` hooks on top of `Checkp
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
-from engine.checkpoint import Checkpoint, UploadRow
+from engine.checkpoint import Checkpoint, UploadRow, database_error_message
+from workers.errors import CheckpointError
 from workers.job import UploadResume
 from workers.model import ObjectRef, PartResult
 
@@ -27,8 +29,13 @@ class AsyncCheckpoint:
         self._caps: dict[str, bool] = {str(k): bool(v) for k, v in caps.items()}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the checkpoint's thread; an SQLite failure (disk full, folder made read-only) ends
+        the run with one line naming the checkpoint."""
         with anyio.CancelScope(shield=True):  # a write that started finishes, even when cancelled
-            result: T = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            try:
+                result: T = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            except sqlite3.Error as exc:
+                raise CheckpointError(database_error_message(self.sync.path, exc)) from None
         return result
 
     # --- PartJournal -----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class RunResult:
     throttles: int = 0
     retries: int = 0
     min_window: int = 0
-    interrupted: bool = False
+    interrupted: bool = False   # a stop (SIGINT/SIGTERM) came: in-flight objects were settled, others left
     fatal: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
 
@@ -124,10 +124,12 @@ def cse_settings(config: Config, kms: S3 | None) -> CseSettings | None:
                        allow_decrypt=t.allow_client_side_decrypt)
 
 
-def open_checkpoint(config: Config, *, create: bool = True) -> Checkpoint:
+def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = False) -> Checkpoint:
+    """The run's checkpoint; `read_only` for commands that only read it (status, verify, the report)."""
     return Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(),
                            description=f"{config.source.location.bucket}/{config.source.location.prefix} -> "
-                                       f"{config.describe_target()}", create=create)
+                                       f"{config.describe_target()}", create=create, read_only=read_only,
+                           settings=config.settings())
 
 
 def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
@@ -216,8 +218,10 @@ class Run:
     """The task graph of one run."""
 
     def __init__(self, config: Config, job: Job, acp: AsyncCheckpoint, throttle: Throttle,
-                 progress: Progress, *, confirm_delete_noncurrent: bool = False) -> None:
+                 progress: Progress, *, confirm_delete_noncurrent: bool = False,
+                 stop: anyio.Event | None = None) -> None:
         self.confirm_delete_noncurrent = confirm_delete_noncurrent
+        self.stop = stop or anyio.Event()   # set: take no more objects; those in flight finish and are recorded
         self.versioned = (config.run.noncurrent != Noncurrent.KEEP and not config.source.manifest
                           and job.in_place)
         self.config = config
@@ -283,6 +287,8 @@ class Run:
                    out: MemoryObjectSendStream[Outcome]) -> None:
         async with recv, out:
             async for ref in recv:
+                if self.stop.is_set():
+                    break   # what is left in the stream stays pending in the checkpoint
                 await self.throttle.acquire()
                 try:
                     outcomes = await self.process(ref)
@@ -330,14 +336,33 @@ class Run:
         send, recv = anyio.create_memory_object_stream[Item](n)
         out_send, out_recv = anyio.create_memory_object_stream[Outcome](n * 4)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.produce, send)
+            lister, watcher = anyio.CancelScope(), anyio.CancelScope()
+            tg.start_soon(self._list_until_stopped, lister, send)
+            tg.start_soon(self._on_stop, lister, watcher)
             if before_work is not None:
                 await before_work()
             for _ in range(n):
                 tg.start_soon(self.work, recv.clone(), out_send.clone())
             recv.close()
             out_send.close()
-            tg.start_soon(self.write, out_recv)
+            tg.start_soon(self._write_then_unwatch, out_recv, watcher)
+
+    async def _list_until_stopped(self, scope: anyio.CancelScope, send: MemoryObjectSendStream[Item]) -> None:
+        with scope:
+            try:
+                await self.produce(send)
+            except anyio.BrokenResourceError:
+                if not self.stop.is_set():
+                    raise   # every worker left because of the stop: the rest stays pending
+
+    async def _on_stop(self, lister: anyio.CancelScope, watcher: anyio.CancelScope) -> None:
+        with watcher:
+            await self.stop.wait()
+            lister.cancel()
+
+    async def _write_then_unwatch(self, recv: MemoryObjectReceiveStream[Outcome], watcher: anyio.CancelScope) -> None:
+        await self.write(recv)
+        watcher.cancel()   # every outcome is recorded: nothing is left to stop
 
 
 def first_fatal(exc: BaseException) -> FatalError | None:
@@ -351,8 +376,8 @@ def first_fatal(exc: BaseException) -> FatalError | None:
     return None
 
 
-async def run_migration(config: Config, progress: Progress, *,
-                        confirm_delete_noncurrent: bool = False) -> RunResult:
+async def run_migration(config: Config, progress: Progress, *, confirm_delete_noncurrent: bool = False,
+                        stop: anyio.Event | None = None) -> RunResult:
     """Run or resume a migration. Fatal errors are raised; per-object errors end up in the checkpoint."""
     check_transport(config)
     if config.run.noncurrent == Noncurrent.DELETE and not confirm_delete_noncurrent:
@@ -370,8 +395,8 @@ async def run_migration(config: Config, progress: Progress, *,
             job = make_job(config, source, dest, acp, retrier, kms)
             try:
                 await check_buckets(job)
-                await Run(config, job, acp, throttle, progress, confirm_delete_noncurrent=confirm_delete_noncurrent
-                          ).run(lambda: preflight(config, job, acp))
+                await Run(config, job, acp, throttle, progress, confirm_delete_noncurrent=confirm_delete_noncurrent,
+                          stop=stop).run(lambda: preflight(config, job, acp))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:
@@ -390,6 +415,7 @@ async def run_migration(config: Config, progress: Progress, *,
         todo = sum(result.counts.get(s.value, 0) for s in (State.FAILED, State.CHANGED, State.PENDING,
                                                              State.IN_PROGRESS))
         result.exit_code = 1 if todo else 0
+        result.interrupted = stop is not None and stop.is_set()
         summary: dict[str, Any] = {"counts": result.counts, "requests": result.requests,
                                    "elapsed": round(result.elapsed, 3)}
         await acp.run(cp.end_run, run_id, result.exit_code, summary)

@@ -2,7 +2,7 @@
 
 Exit codes: 0 every object done or already right; 1 some objects failed (listed); 2 usage or
 config error; 3 the run could not proceed (credentials, missing bucket, endpoint, checkpoint);
-130 interrupted (the checkpoint is consistent: run again to resume).
+130 interrupted by SIGINT, 143 by SIGTERM (the checkpoint is consistent: run again to resume).
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def exit_code(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         err("interrupted; run the same command again to resume")
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a file rekey writes (report, chart, backup): full disk, read-only folder
+        where = f"{exc.filename}: " if exc.filename else ""
+        err(f"{where}{exc.strerror or exc}")
+        return EXIT_FATAL
 
 
 def with_config(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from engine.pipeline import open_checkpoint
     from engine.report import build_report, summary_text
     config = load(args)
-    cp = open_checkpoint(config, create=False)
+    cp = open_checkpoint(config, create=False, read_only=True)
     try:
         report = build_report(config, cp, None)
         position, done = cp.listing_position()

@@ -16,7 +16,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from engine.pipeline import first_fatal, open_checkpoint
     from engine.report import write_json
     config = load(args)
-    cp = open_checkpoint(config, create=False)
+    cp = open_checkpoint(config, create=False, read_only=True)
     try:
         rows = list(cp.rows([State.DONE, State.SKIPPED]))
     finally:
