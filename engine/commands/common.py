@@ -53,25 +53,45 @@ def key_files(config: Config) -> list[str]:
 
 
 def exit_code(command: Callable[[], int]) -> int:
-    """Run a command; map rekey's errors to their exit code and one line on stderr."""
+    """Run a command; map rekey's errors to their exit code and one line on stderr (also from inside an
+    exception group, as task groups raise them)."""
     try:
         return command()
-    except ConfigError as exc:
-        err(str(exc))
-        return EXIT_USAGE
-    except FatalError as exc:
-        err(str(exc))
-        return EXIT_FATAL
-    except RekeyError as exc:
-        err(str(exc))
-        return EXIT_FATAL
-    except KeyboardInterrupt:
+    except BaseExceptionGroup as group:
+        leaf = first_handled(group)
+        if leaf is None:
+            raise
+        return _report(leaf)
+    except (RekeyError, KeyboardInterrupt, OSError) as exc:
+        return _report(exc)
+
+
+def first_handled(exc: BaseException) -> BaseException | None:
+    """The first error in a (nested) exception group that has an exit code, rekey's own errors first."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        elif isinstance(e, (RekeyError, KeyboardInterrupt, OSError)):
+            leaves.append(e)
+
+    walk(exc)
+    leaves.sort(key=lambda e: not isinstance(e, FatalError))
+    return leaves[0] if leaves else None
+
+
+def _report(exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
         err("interrupted; run the same command again to resume")
         return EXIT_INTERRUPTED
-    except OSError as exc:  # a file rekey writes (report, chart, backup): full disk, read-only folder
+    if isinstance(exc, OSError):  # a file rekey writes (report, chart, backup): full disk, read-only folder
         where = f"{exc.filename}: " if exc.filename else ""
         err(f"{where}{exc.strerror or exc}")
         return EXIT_FATAL
+    err(str(exc))
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FATAL
 
 
 def with_config(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:

@@ -131,3 +131,76 @@ def test_one_run_per_checkpoint_and_gentle_stops(sandbox: SandboxInfo, s3: Any, 
     assert set(states) <= {"done", "skipped"} and sum(states.values()) == OBJECTS, states
     for path in (checkpoint, report, checkpoint.with_name("rekey.sqlite.lock")):
         assert mode_of(path) == 0o600, (path, oct(mode_of(path)))
+
+
+def run_in_mount_ns(sandbox: SandboxInfo, setup: str, *args: str) -> CliResult:
+    """`rekey ARGS` in a private mount namespace after the shell commands `setup` (read-only binds, a tiny
+    tmpfs); nothing is mounted outside it."""
+    import shlex
+    import sys
+
+    from tests.cli_helpers import REPO, rekey_env
+    command = f"{setup} && exec {shlex.quote(sys.executable)} -m engine.cli {shlex.join(args)}"
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", command],
+                          capture_output=True, text=True, env=rekey_env(sandbox), cwd=str(REPO), timeout=180,
+                          check=False)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, 0.0)
+
+
+def quick_config(tmp_path: Path, sandbox: SandboxInfo, bucket: str, kms_key: str, checkpoint: Path,
+                 name: str = "quick.toml") -> Path:
+    return write_config(tmp_path, {
+        "source": source_section(sandbox, bucket),
+        "target": {"mode": "sse-kms", "kms_key_id": kms_key},
+        "run": {"checkpoint": str(checkpoint), "concurrency": 4},
+    }, name)
+
+
+def test_read_only_folder_other_config_and_full_disk(sandbox: SandboxInfo, s3: Any, bucket: str, kms_key: str,
+                                                     tmp_path: Path) -> None:
+    seed_small(s3, bucket, 40)
+    folder = tmp_path / "state"
+    folder.mkdir()
+    config = quick_config(tmp_path, sandbox, bucket, kms_key, folder / "rekey.sqlite")
+    s3.put_object(Bucket=bucket, Key="o/late", Body=b"added after the first run")
+    first = run_rekey(sandbox, "run", "-q", "-c", str(config))
+    assert first.returncode == 0, first.describe()
+    s3.put_object(Bucket=bucket, Key="o/later", Body=b"one more")
+    read_only = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} {folder}"
+
+    # status only reads: it works in a read-only folder.
+    status = run_in_mount_ns(sandbox, read_only, "status", "--json", "-c", str(config))
+    assert status.returncode == 0, status.describe()
+    assert json.loads(status.stdout)["summary"]["by_state"] == {"done": 41}
+    # run cannot write there: one line that keeps the resume state.
+    refused = run_in_mount_ns(sandbox, read_only, "run", "-q", "-c", str(config))
+    assert refused.returncode == 3, refused.describe()
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "make" in lines[0] and "writable" in lines[0], refused.describe()
+    assert "aside" not in lines[0] and "afresh" not in lines[0]
+
+    # Another configuration on the same checkpoint: the message names the setting that differs.
+    other_key = s3_kms_key(sandbox)
+    other = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket),
+        "target": {"mode": "sse-kms", "kms_key_id": other_key},
+        "run": {"checkpoint": str(folder / "rekey.sqlite"), "concurrency": 4},
+    }, "other.toml")
+    differs = run_rekey(sandbox, "run", "-q", "-c", str(other))
+    assert differs.returncode == 3, differs.describe()
+    assert f'target.kms_key_id differs ("{kms_key}" then, "{other_key}" now)' in differs.stderr, differs.describe()
+    assert len(differs.stderr.strip().splitlines()) == 1
+
+    # A full disk under the checkpoint: one line, exit 3, no sqlite traceback.
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    full_config = quick_config(tmp_path, sandbox, bucket, kms_key, tiny / "rekey.sqlite", "full.toml")
+    full = run_in_mount_ns(sandbox, f"mount -t tmpfs -o size=48k tmpfs {tiny}", "run", "-q", "-c", str(full_config))
+    assert full.returncode == 3, full.describe()
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "disk is full" in lines[0] and "Traceback" not in full.stderr, full.describe()
+
+
+def s3_kms_key(sandbox: SandboxInfo) -> str:
+    from engine.sandbox import create_kms_key
+    return create_kms_key(sandbox, description="another key")
