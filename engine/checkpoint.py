@@ -171,8 +171,9 @@ class Checkpoint:
             old = cp.get_meta("config") or "?"
             differs = settings_differ(cp.get_json("settings"), settings)
             conn.close()
+            written = f"{old}: {differs}" if differs else old
             raise CheckpointError(
-                f"{path}: checkpoint was written for another configuration ({differs or old}); "
+                f"{path}: checkpoint was written for another configuration ({written}); "
                 f"use the original config, or another [run] checkpoint path to start afresh")
         return cp
 

@@ -114,7 +114,9 @@ def test_checkpoint_from_another_config_is_refused(s3_http: Any, sandbox: Sandbo
     assert result.code == 3
     assert result.stderr == (
         f"rekey: error: {tmp_path / 'rekey.sqlite'}: checkpoint was written for another configuration "
-        f"({bucket}/ -> sse-s3); use the original config, or another [run] checkpoint path to start afresh\n")
+        f"({bucket}/ -> sse-s3: target.kms_key_id differs (null then, \"{kms_key}\" now); target.mode differs "
+        f"(\"sse-s3\" then, \"sse-kms\" now)); use the original config, or another [run] checkpoint path to start "
+        "afresh\n")
 
 
 def test_corrupt_checkpoint_is_refused(sandbox: SandboxInfo, bucket: str, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import time
@@ -48,7 +49,7 @@ def done_count(checkpoint: Path) -> int:
         return 0
     try:
         return int(checkpoint_rows(checkpoint, "SELECT COUNT(*) FROM objects WHERE state = 'done'")[0][0])
-    except Exception:  # noqa: BLE001 - not created yet
+    except sqlite3.Error:  # not created yet
         return 0
 
 
