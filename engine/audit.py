@@ -112,17 +112,18 @@ async def _listed(s3: S3, scope: AuditScope, delete_markers: list[str]) -> Async
                 if wants(ref.key):
                     yield Listed(ref.key, ref.size)
         return
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": scope.key_filter.prefix}
+    key_marker: str = ""
+    version_marker: str | None = None
     while True:
-        page = await s3.call("list_object_versions", bucket=bucket, key=scope.key_filter.prefix, **params)
-        for v in page.get("Versions", []) or []:
-            if wants(v["Key"]):
-                yield Listed(v["Key"], int(v.get("Size", 0)), v.get("VersionId"), bool(v.get("IsLatest", True)))
-        delete_markers.extend(m["Key"] for m in page.get("DeleteMarkers", []) or [] if wants(m["Key"]))
-        if not page.get("IsTruncated") or not page.get("NextKeyMarker"):
+        page = await s3.list_versions(bucket, prefix=scope.key_filter.prefix, key_marker=key_marker,
+                                      version_id_marker=version_marker)
+        for v in page.versions:
+            if wants(v.key):
+                yield Listed(v.key, v.size, v.version_id, v.is_latest)
+        delete_markers.extend(m.key for m in page.delete_markers if wants(m.key))
+        if not page.truncated or not page.next_key_marker:
             return
-        params["KeyMarker"] = page["NextKeyMarker"]
-        params["VersionIdMarker"] = page.get("NextVersionIdMarker") or ""
+        key_marker, version_marker = str(page.next_key_marker), page.next_version_id_marker or ""
 
 
 def _cse_fields(metadata: Mapping[str, str]) -> tuple[str, str] | None:
@@ -185,7 +186,7 @@ async def _resolve_instruction_envelopes(s3: S3, scope: AuditScope, records: lis
             continue
         try:
             head = await s3.head(scope.bucket, rec.key)
-            body, _ = await s3.get_all(scope.bucket, rec.key + INSTRUCTION_SUFFIX)
+            body = (await s3.get(scope.bucket, rec.key + INSTRUCTION_SUFFIX)).data
             env = parse_envelope(head.metadata, load_instruction_file(body))
         except FatalError:
             raise

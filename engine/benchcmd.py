@@ -40,7 +40,7 @@ from workers.cse import (
 from workers.cse.envelope import TAG_LEN
 from workers.errors import ConfigError, CorruptObjectError, RekeyError
 from workers.model import Encryption, Mode, SecretKey
-from workers.s3 import S3, Endpoint
+from workers.s3 import S3, Attributes, CopyRequest, Directive, Endpoint, Kms, PutRequest, Source
 
 MiB = 1024 * 1024
 MODES = (Mode.NONE, Mode.SSE_S3, Mode.SSE_KMS, Mode.DSSE_KMS, Mode.SSE_C, Mode.CSE)
@@ -172,18 +172,17 @@ async def _bench_cse(s3: S3, settings: BenchSettings, codec: CseCodec, body: byt
 
     async def put(i: int) -> None:
         data, metadata = await codec.seal(body)
-        await s3.call("put_object", bucket=bucket, key=put_keys[i], Bucket=bucket, Key=put_keys[i], Body=data,
-                      Metadata=metadata)
+        await s3.put(PutRequest(bucket, put_keys[i], data, attributes=Attributes(metadata=metadata)))
 
     async def get(i: int) -> None:
-        data, resp = await s3.get_all(bucket, put_keys[i])
-        if await codec.open(data, resp.get("Metadata") or {}) != body:
+        got = await s3.get(bucket, put_keys[i])
+        if await codec.open(got.data, dict(got.head.metadata)) != body:
             raise CorruptObjectError("decrypted bytes differ from the bytes put", bucket=bucket, key=put_keys[i],
                                      op="decrypt")
 
     async def copy(i: int) -> None:
-        await s3.call("copy_object", bucket=bucket, key=copy_keys[i], Bucket=bucket, Key=copy_keys[i],
-                      CopySource={"Bucket": bucket, "Key": put_keys[i]}, MetadataDirective="COPY")
+        await s3.copy(CopyRequest(bucket=bucket, key=copy_keys[i], source=Source(bucket, put_keys[i]),
+                                  metadata_directive=Directive.COPY))
 
     phases: list[Phase] = []
     applied: bool | None = None
@@ -216,24 +215,17 @@ async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes,
     bucket, base = settings.bucket, f"{settings.prefix}{mode.value}/"
     put_keys = [f"{base}put-{i:06d}" for i in range(settings.count)]
     copy_keys = [f"{base}copy-{i:06d}" for i in range(settings.count)]
-    write, read = sse.write_params(enc), sse.read_params(enc)
-    copy_src = sse.customer_key_params(enc, "CopySource")
-    sse_c = mode == Mode.SSE_C
+    read = enc if mode == Mode.SSE_C else None
 
     async def put(i: int) -> None:
-        await s3.call("put_object", bucket=bucket, key=put_keys[i], sse_c=sse_c, Bucket=bucket, Key=put_keys[i],
-                      Body=body, **write)
+        await s3.put(PutRequest(bucket, put_keys[i], body, encryption=enc))
 
     async def get(i: int) -> None:
-        resp = await s3.call("get_object", bucket=bucket, key=put_keys[i], sse_c=sse_c, Bucket=bucket,
-                             Key=put_keys[i], **read)
-        async with resp["Body"] as stream:
-            await stream.read()
+        await s3.get(bucket, put_keys[i], read_enc=read)
 
     async def copy(i: int) -> None:
-        await s3.call("copy_object", bucket=bucket, key=copy_keys[i], sse_c=sse_c, Bucket=bucket,
-                      Key=copy_keys[i], CopySource={"Bucket": bucket, "Key": put_keys[i]},
-                      MetadataDirective="COPY", **write, **copy_src)
+        await s3.copy(CopyRequest(bucket=bucket, key=copy_keys[i], encryption=enc, metadata_directive=Directive.COPY,
+                                  source=Source(bucket, put_keys[i], encryption=read)))
 
     phases: list[Phase] = []
     applied: bool | None = None
@@ -242,9 +234,8 @@ async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes,
         n, c, size = settings.count, settings.concurrency, settings.size
         phases.append(await _phase("PUT", n, c, size, put))
         if phases[0].ok:
-            head = await s3.call("head_object", bucket=bucket, key=put_keys[0], sse_c=sse_c, Bucket=bucket,
-                                 Key=put_keys[0], **read)
-            note = sse.mismatch(sse.observed(head), enc)
+            head = await s3.head(bucket, put_keys[0], read_enc=read)
+            note = sse.mismatch(head.encryption, enc)
             applied = note is None
             phases.append(await _phase("GET", n, c, size, get))
             phases.append(await _phase("COPY", n, c, size, copy))
@@ -257,9 +248,8 @@ async def _bench_mode(s3: S3, settings: BenchSettings, mode: Mode, body: bytes,
 async def _delete(s3: S3, bucket: str, keys: list[str]) -> None:
     """Delete scratch objects, 1,000 per request; keys that were never written are ignored by S3."""
     for start in range(0, len(keys), 1000):
-        batch = [{"Key": k} for k in keys[start:start + 1000]]
         try:
-            await s3.call("delete_objects", bucket=bucket, Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            await s3.delete_many(bucket, keys[start:start + 1000])
         except RekeyError as exc:
             print(f"rekey bench: warning: could not delete scratch objects: {exc}", file=sys.stderr)
 
@@ -271,7 +261,7 @@ async def run_bench(settings: BenchSettings) -> list[ModeResult]:
         codec = None
         if Mode.CSE in settings.modes:
             if settings.kms is not None and settings.kms_key_id:
-                kms = await stack.enter_async_context(S3.open(settings.kms, service="kms"))
+                kms = await stack.enter_async_context(Kms.open(settings.kms))
                 codec = CseCodec(KmsKeyring(kms, settings.kms_key_id), f"KMS keyring, key {settings.kms_key_id}")
             else:
                 codec = CseCodec(AesKeyring(SecretKey(secrets.token_bytes(32), "rekey bench (random)")),

@@ -25,14 +25,14 @@ async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool)
     lines: list[str] = []
     async with open_clients(config) as (_, dest, _kms):
         listed = await dest.list_uploads(dst.bucket, dst.prefix)
-        on_server = {upload_id: key for key, upload_id, _ in listed}
+        on_server = {u.upload_id: u.key for u in listed}
         ours = {r.upload_id for r in rows}
         for row in rows:
             if not row.upload_id:
                 # An intent: killed between CreateMultipartUpload and recording its id. The uploads of
                 # exactly that key initiated after the intent are rekey's.
-                found = [u for k, u, t in listed if k == row.dest_key
-                         and (t is None or t >= row.created_at - INTENT_SKEW)]
+                found = [u.upload_id for u in listed if u.key == row.dest_key
+                         and (u.initiated is None or u.initiated >= row.created_at - INTENT_SKEW)]
                 ours.update(found)
                 for upload_id in found:
                     if not dry_run:

@@ -33,7 +33,7 @@ from workers.probes import (
     probe_target,
     website_configured,
 )
-from workers.s3 import S3, Endpoint
+from workers.s3 import S3, Endpoint, Kms
 from workers.update_encryption import CAP_UPDATE_ENCRYPTION, probe_update_encryption, why_not_applicable
 from workers.versions import migrate_versions
 
@@ -73,7 +73,7 @@ def check_transport(config: Config) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3, S3 | None]]:
+async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3, Kms | None]]:
     """Source, destination (the same client when they share the endpoint) and KMS when client-side
     encryption may be involved."""
     async with contextlib.AsyncExitStack() as stack:
@@ -84,7 +84,7 @@ async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3, S3 | None]
         kms = None
         if needs_kms(config):
             endpoint = config.kms or Endpoint(region=config.source.endpoint.region)
-            kms = await stack.enter_async_context(S3.open(endpoint, service="kms"))
+            kms = await stack.enter_async_context(Kms.open(endpoint))
         yield source, dest, kms
 
 
@@ -93,7 +93,7 @@ def needs_kms(config: Config) -> bool:
     return t.mode == Mode.CSE or t.allow_client_side_decrypt or config.kms is not None
 
 
-def cse_settings(config: Config, kms: S3 | None) -> CseSettings | None:
+def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
     """Keyrings for a run: the target's, and every configured key that may open a client-side source."""
     t = config.target
     if not needs_kms(config) and not config.source.cse.aes_keys and not config.source.cse.rsa_private_keys_pem:
@@ -133,7 +133,7 @@ def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = Fa
 
 
 def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
-             retrier: Retrier | None, kms: S3 | None = None) -> Job:
+             retrier: Retrier | None, kms: Kms | None = None) -> Job:
     run = config.run
     return Job(
         source=source, dest=dest, src=config.source.location, dst=config.destination.location,

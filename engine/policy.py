@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,9 @@ from typing import Any
 from engine.config import Config, Target
 from workers import sse
 from workers.errors import ConfigError, FatalError, ObjectChangedError, RekeyError
-from workers.model import Mode
+from workers.model import Encryption, Mode
 from workers.probes import probe_key
-from workers.s3 import S3
+from workers.s3 import S3, Kms, PutRequest
 
 SID_PREFIX = "rekey-"
 POLICY_VERSION = "2012-10-17"
@@ -192,20 +192,11 @@ def merge_policy(existing: Mapping[str, Any] | None, statements: Sequence[Mappin
 
 async def read_policy(s3: S3, bucket: str) -> str | None:
     """The bucket policy's text exactly as the server returns it, or None when there is none."""
-    try:
-        resp = await s3.call("get_bucket_policy", bucket=bucket, Bucket=bucket)
-    except ObjectChangedError:  # NoSuchBucketPolicy is a 404; a missing bucket is BucketMissingError
-        return None
-    return str(resp["Policy"])
+    return await s3.get_bucket_policy(bucket)
 
 
 async def read_encryption(s3: S3, bucket: str) -> dict[str, Any] | None:
-    try:
-        resp = await s3.call("get_bucket_encryption", bucket=bucket, Bucket=bucket)
-    except ObjectChangedError:  # ServerSideEncryptionConfigurationNotFoundError (404)
-        return None
-    config: dict[str, Any] = resp["ServerSideEncryptionConfiguration"]
-    return config
+    return await s3.get_bucket_encryption(bucket)
 
 
 def save_previous(path: Path, *, bucket: str, endpoint_url: str | None, policy: str | None,
@@ -226,22 +217,21 @@ def save_previous(path: Path, *, bucket: str, endpoint_url: str | None, policy: 
         raise ConfigError(f"policy.save_previous: cannot write {path}: {exc.strerror}") from None
 
 
-async def _attempt_put(s3: S3, bucket: str, key: str, params: Mapping[str, Any]) -> tuple[bool, str]:
-    """(accepted?, what the server said). Raw client: a denial is the expected answer, not an error."""
-    s3.requests += 1
+async def _attempt_put(s3: S3, bucket: str, key: str, enc: Encryption | None) -> tuple[bool, str]:
+    """(accepted?, what the server said): a denial is the expected answer, not an error."""
     try:
-        await (await s3.raw_client()).put_object(Bucket=bucket, Key=key, Body=b"rekey policy check", **params)
+        await s3.put(PutRequest(bucket, key, b"rekey policy check", encryption=enc))
         return True, "accepted"
-    except Exception as exc:
-        response: Mapping[str, Any] = getattr(exc, "response", None) or {}
-        code = str((response.get("Error") or {}).get("Code", "")) or type(exc).__name__
-        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        return False, f"{code} ({status})" if status else code
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        code = exc.code or type(exc).__name__
+        return False, f"{code} ({exc.status})" if exc.status else code
 
 
 async def _delete_quietly(s3: S3, bucket: str, key: str) -> None:
     try:
-        await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+        await s3.delete(bucket, key)
     except RekeyError:
         pass
 
@@ -271,13 +261,13 @@ async def run_checks(s3: S3, plan: PolicyPlan, prefix: str, target: Target,
         checks.append(Check("plaintext-put-denied", True, "not applicable: a cse target sends no SSE header"))
     else:
         key = probe_key(prefix)
-        accepted, said = await _attempt_put(s3, bucket, key, {})
+        accepted, said = await _attempt_put(s3, bucket, key, None)
         if accepted:
             await _delete_quietly(s3, bucket, key)
         checks.append(Check("plaintext-put-denied", not accepted,
                             f"PutObject without encryption: {said}" + (" (must be denied)" if accepted else "")))
     key = probe_key(prefix)
-    accepted, said = await _attempt_put(s3, bucket, key, sse.write_params(target.encryption))
+    accepted, said = await _attempt_put(s3, bucket, key, target.encryption)
     if not accepted:
         checks.append(Check("compliant-put-accepted", False, f"PutObject in the target mode: {said}"))
         return checks
@@ -310,12 +300,10 @@ async def _kms_arn(config: Config) -> str | None:
     if config.kms is None or not key_id or key_id.startswith("arn:"):
         return None
     try:
-        async with S3.open(config.kms, service="kms") as kms:
-            resp = await kms.call("describe_key", key=key_id, KeyId=key_id)
+        async with Kms.open(config.kms) as kms:
+            return await kms.key_arn(key_id)
     except RekeyError:
         return None
-    arn = resp.get("KeyMetadata", {}).get("Arn")
-    return str(arn) if arn else None
 
 
 async def plan_for(config: Config) -> PolicyPlan:
@@ -337,12 +325,11 @@ async def apply_plan(config: Config, plan: PolicyPlan, save_path: Path) -> list[
         save_previous(save_path, bucket=bucket, endpoint_url=dst.endpoint.endpoint_url, policy=previous,
                       encryption=previous_enc)
         merged = merge_policy(json.loads(previous) if previous else None, plan.statements)
-        await s3.call("put_bucket_policy", bucket=bucket, Bucket=bucket, Policy=json.dumps(merged))
+        await s3.put_bucket_policy(bucket, json.dumps(merged))
         refused: list[Check] = []
         if plan.encryption is not None:
             try:
-                await s3.call("put_bucket_encryption", bucket=bucket, Bucket=bucket,
-                              ServerSideEncryptionConfiguration=plan.encryption)
+                await s3.put_bucket_encryption(bucket, plan.encryption)
             except FatalError:
                 raise
             except RekeyError as exc:  # e.g. SeaweedFS refuses aws:kms:dsse: the policy still stands, go on
@@ -382,23 +369,22 @@ async def restore(config: Config, saved: Mapping[str, Any]) -> list[str]:
     done: list[str] = []
     async with S3.open(config.destination.endpoint) as s3:
         if saved.get("policy") is None:
-            await _delete_config(s3, "delete_bucket_policy", bucket)
+            await _absent_ok(s3.delete_bucket_policy(bucket))
             done.append("bucket policy deleted (there was none before)")
         else:
-            await s3.call("put_bucket_policy", bucket=bucket, Bucket=bucket, Policy=str(saved["policy"]))
+            await s3.put_bucket_policy(bucket, str(saved["policy"]))
             done.append("bucket policy restored")
         if saved.get("bucket_encryption") is None:
-            await _delete_config(s3, "delete_bucket_encryption", bucket)
+            await _absent_ok(s3.delete_bucket_encryption(bucket))
             done.append("default encryption deleted (there was none before)")
         else:
-            await s3.call("put_bucket_encryption", bucket=bucket, Bucket=bucket,
-                          ServerSideEncryptionConfiguration=saved["bucket_encryption"])
+            await s3.put_bucket_encryption(bucket, saved["bucket_encryption"])
             done.append("default encryption restored")
     return done
 
 
-async def _delete_config(s3: S3, op: str, bucket: str) -> None:
+async def _absent_ok(request: Awaitable[None]) -> None:
     try:
-        await s3.call(op, bucket=bucket, Bucket=bucket)
+        await request
     except ObjectChangedError:  # 404: already absent (e.g. PutBucketEncryption had been refused)
         pass

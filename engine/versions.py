@@ -11,22 +11,13 @@ ListObjectVersions as KeyMarker, which lists the versions of the keys after it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from engine.listing import KeyFilter
 from workers.model import ObjectRef
 from workers.s3 import S3
 
 Group = list[ObjectRef]
-
-
-def _ref(item: Mapping[str, Any]) -> ObjectRef:
-    modified = item.get("LastModified")
-    return ObjectRef(key=str(item["Key"]), size=int(item.get("Size", 0) or 0), etag=str(item.get("ETag", "")),
-                     version_id=str(item["VersionId"]) if item.get("VersionId") else None,
-                     last_modified=modified.timestamp() if modified is not None else None,
-                     is_latest=bool(item.get("IsLatest", False)))
 
 
 def group_page(items: list[ObjectRef]) -> list[Group]:
@@ -45,15 +36,15 @@ def group_page(items: list[ObjectRef]) -> list[Group]:
 async def version_groups(s3: S3, bucket: str, key_filter: KeyFilter, *, start_after: str = "",
                          page_size: int = 1000) -> AsyncIterator[tuple[list[Group], str, bool]]:
     """Pages of (groups of wanted keys, position, last page?)."""
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": key_filter.prefix, "MaxKeys": page_size}
-    if start_after:
-        params["KeyMarker"] = start_after
+    key_marker: str = start_after
+    version_marker: str | None = None
     position = start_after
     carried: list[ObjectRef] = []   # newest first: the versions of a key the previous page cut
     while True:
-        page = await s3.call("list_object_versions", bucket=bucket, key=key_filter.prefix, **params)
-        items = carried + [_ref(v) for v in page.get("Versions", []) or []]
-        truncated = bool(page.get("IsTruncated")) and bool(page.get("NextKeyMarker"))
+        page = await s3.list_versions(bucket, prefix=key_filter.prefix, key_marker=key_marker,
+                                      version_id_marker=version_marker, max_keys=page_size)
+        items = carried + list(page.versions)
+        truncated = page.truncated and bool(page.next_key_marker)
         carried = []
         if truncated and items:
             last_key = items[-1].key
@@ -65,8 +56,7 @@ async def version_groups(s3: S3, bucket: str, key_filter: KeyFilter, *, start_af
         yield [g for g in groups if key_filter.wants(g[0].key)], position, not truncated
         if not truncated:
             return
-        params["KeyMarker"] = page["NextKeyMarker"]
-        params["VersionIdMarker"] = page.get("NextVersionIdMarker") or ""
+        key_marker, version_marker = str(page.next_key_marker), page.next_version_id_marker or ""
 
 
 async def key_versions(s3: S3, bucket: str, key: str) -> Group:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
@@ -39,11 +38,11 @@ from workers.cse import (
 from workers.errors import ObjectChangedError, ObjectError, RekeyError, VerifyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
-from workers.model import ObjectHead, ObjectRef, SecretKey
+from workers.model import Encryption, ObjectHead, ObjectRef, SecretKey
 from workers.multipart import SendPart, run_ordered_upload
 from workers.parts import adjust_part_size
-from workers.s3 import carried_params
-from workers.serverside import tagging_param
+from workers.s3 import Attributes, CopyRequest, CreateUpload, Directive, PutRequest, Source
+from workers.serverside import dest_key_enc, source_tags
 from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
 
 TAG_LEN = 16
@@ -69,8 +68,8 @@ async def load_envelope(job: Job, ref: ObjectRef, head: ObjectHead, *, look_for_
     instruction: dict[str, str] | None = None
     if needs_instruction_file(head.metadata) or (fmt is None and look_for_file):
         try:
-            body, _ = await job.retried(f"instruction {ref.key}", lambda: job.source.get_all(
-                job.src.bucket, ref.key + INSTRUCTION_SUFFIX))
+            body = (await job.retried(f"instruction {ref.key}", lambda: job.source.get(
+                job.src.bucket, ref.key + INSTRUCTION_SUFFIX))).data
         except ObjectChangedError:  # 404: no instruction file
             if fmt is None and not needs_instruction_file(head.metadata):
                 return None
@@ -253,12 +252,12 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
         await check_unwraps(encrypt.target, env, data_key, job, dest_key)
         obj_meta, instruction = envelope_to_metadata(env, instruction_file=encrypt.instruction_file)
         meta.update(obj_meta)
-        server_side: dict[str, Any] = {}
+        server_side: Encryption | None = None
     else:
-        server_side = sse.write_params(job.target)
+        server_side = job.target
     transform = Transform(decryptor, encryptor)
-    create = {**carried_params(head, metadata=meta), **server_side,
-              **await tagging_param(job, ref)}
+    create = CreateUpload(job.dst.bucket, dest_key, encryption=server_side,
+                          attributes=Attributes.of(head, metadata=meta), tags=await source_tags(job, ref))
     overwrites_source_file = job.in_place and source_env is not None and source_env.from_instruction_file
     if instruction is not None and not overwrites_source_file:
         # First: a crash after the data write must never leave data whose key is nowhere.
@@ -283,24 +282,24 @@ async def _forget_instruction(job: Job, dest_key: str) -> None:
         pass
 
 
-async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: dict[str, Any],
+async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: CreateUpload,
                  dest_key: str, plain_size: int) -> CseResult:
-    key_params = sse.customer_key_params(job.target)  # SSE-C target: every UploadPart carries the key
+    key_enc = dest_key_enc(job)  # SSE-C target: every UploadPart carries the key
     if head.size <= job.single_put_max:
         async with reserved(job, head.size * 2):
             body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
             data = await _run(lambda: transform.update(body) + transform.finish(), len(body))
             md5 = await content_md5(data)
-            resp = await job.retried(f"put {dest_key}", lambda: job.dest.call(
-                "put_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key,
-                Body=data, ContentMD5=md5, **create, **replace_guard(job, head)))
-        return CseResult(head.size + len(data), transform.sha256, str(resp.get("ETag") or ""))
+            req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
+                             attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
+            written = await job.retried(f"put {dest_key}", lambda: job.dest.put(req))
+        return CseResult(head.size + len(data), transform.sha256, written.etag)
     part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
-    resp = await run_ordered_upload(
-        job, ref, bucket=job.dst.bucket, key=dest_key, kind="cse", part_size=part_size, create_params=create,
+    done = await run_ordered_upload(
+        job, ref, kind="cse", part_size=part_size, create=create,
         produce=lambda send: _produce(job, ref, head, transform, part_size, send),
-        part_params=key_params, complete_params={**key_params, **replace_guard(job, head)})
-    return CseResult(2 * head.size, transform.sha256, str(resp.get("ETag") or ""))
+        part_encryption=key_enc, complete_if_match=replace_guard(job, head))
+    return CseResult(2 * head.size, transform.sha256, done.etag)
 
 
 async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> None:
@@ -316,9 +315,9 @@ async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, jo
 async def put_instruction(job: Job, dest_key: str, instruction: dict[str, str]) -> None:
     body = dump_instruction_file(instruction)
     key = dest_key + INSTRUCTION_SUFFIX
-    await job.retried(f"put {key}", lambda: job.dest.call(
-        "put_object", bucket=job.dst.bucket, key=key, Bucket=job.dst.bucket, Key=key, Body=body,
-        ContentType="application/json", Metadata=instruction_object_metadata()))
+    req = PutRequest(job.dst.bucket, key, body,
+                     attributes=Attributes(metadata=instruction_object_metadata(), content_type="application/json"))
+    await job.retried(f"put {key}", lambda: job.dest.put(req))
 
 
 async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, settings: CseSettings) -> CseResult:
@@ -332,14 +331,11 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
     meta = {**user_metadata(head), **obj_meta}
     new_etag = head.etag
     if not job.in_place or meta != head.metadata:
-        source: dict[str, Any] = {"Bucket": job.src.bucket, "Key": ref.key}
-        if ref.version_id:
-            source["VersionId"] = ref.version_id
-        resp = await job.retried(f"rewrap {ref.key}", lambda: job.dest.call(
-            "copy_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key,
-            CopySource=source, CopySourceIfMatch=head.etag, MetadataDirective="REPLACE",
-            TaggingDirective="COPY", **carried_params(head, metadata=meta)))
-        new_etag = str(resp.get("CopyObjectResult", {}).get("ETag") or "")
+        req = CopyRequest(bucket=job.dst.bucket, key=dest_key,
+                          source=Source(job.src.bucket, ref.key, version_id=ref.version_id, if_match=head.etag),
+                          metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
+                          attributes=Attributes.of(head, metadata=meta))
+        new_etag = (await job.retried(f"rewrap {ref.key}", lambda: job.dest.copy(req))).etag
     if instruction is None and env.from_instruction_file and job.in_place:
         await delete_instruction(job, ref.key)
     return CseResult(0, None, new_etag)
@@ -348,8 +344,7 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
 async def delete_instruction(job: Job, key: str) -> None:
     """Remove a source's instruction file once the object no longer needs it (after verification)."""
     name = key + INSTRUCTION_SUFFIX
-    await job.retried(f"delete {name}", lambda: job.dest.call(
-        "delete_object", bucket=job.dst.bucket, key=name, Bucket=job.dst.bucket, Key=name))
+    await job.retried(f"delete {name}", lambda: job.dest.delete(job.dst.bucket, name))
 
 
 async def dest_envelope(job: Job, dest_key: str, head: ObjectHead, *, look_for_file: bool) -> Envelope | None:

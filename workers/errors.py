@@ -31,12 +31,15 @@ from typing import Any
 class RekeyError(Exception):
     """Base of every error rekey raises on purpose."""
 
-    def __init__(self, message: str, *, bucket: str = "", key: str = "", op: str = "") -> None:
+    def __init__(self, message: str, *, bucket: str = "", key: str = "", op: str = "", code: str = "",
+                 status: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.bucket = bucket
         self.key = key
         self.op = op
+        self.code = code        # the server's error code, when it answered with one
+        self.status = status    # the HTTP status of the answer, when there was one
 
     def where(self) -> str:
         parts = []
@@ -110,9 +113,6 @@ class VerifyError(ObjectError):
 class UnsupportedError(ObjectError):
     """The endpoint refuses this form of request (e.g. 501); callers may fall back."""
 
-    def __init__(self, message: str, *, bucket: str = "", key: str = "", op: str = "", code: str = "") -> None:
-        super().__init__(message, bucket=bucket, key=key, op=op)
-        self.code = code
 
 
 class RetryableError(RekeyError):
@@ -123,10 +123,12 @@ class RetryableError(RekeyError):
         bucket: str = "",
         key: str = "",
         op: str = "",
+        code: str = "",
+        status: int = 0,
         retry_after: float | None = None,
         throttled: bool = False,
     ) -> None:
-        super().__init__(message, bucket=bucket, key=key, op=op)
+        super().__init__(message, bucket=bucket, key=key, op=op, code=code, status=status)
         self.retry_after = retry_after
         self.throttled = throttled
 
@@ -201,7 +203,7 @@ def classify_s3_error(
     if isinstance(exc, RekeyError):
         return exc
     code, status, message, headers = _error_fields(exc)
-    where: dict[str, Any] = {"bucket": bucket, "key": key, "op": op}
+    where: dict[str, Any] = {"bucket": bucket, "key": key, "op": op, "code": code, "status": status}
     detail = f"{code or status or type(exc).__name__}" + (f" ({message})" if message else "")
     if code or status:
         if code in _CREDENTIAL_CODES:
@@ -218,8 +220,8 @@ def classify_s3_error(
         if code == "PreconditionFailed" or status == 412:
             return ObjectChangedError("object changed since it was planned (ETag mismatch)", **where)
         if code in ("NotImplemented",) or status == 501:
-            return UnsupportedError(f"endpoint does not implement this: {detail}", code=code or "501",
-                                    **where)
+            return UnsupportedError(f"endpoint does not implement this: {detail}",
+                                    **{**where, "code": code or "501"})
         if code in _RETRY_CODES or status >= 500:
             return RetryableError(f"server error: {detail}", retry_after=_retry_after(headers), **where)
         if sse_c and status in (400, 403):
@@ -230,6 +232,7 @@ def classify_s3_error(
             return ObjectError(f"access denied: {detail}", **where)
         return ObjectError(detail, **where)
     # Transport-level failures: botocore already retried them.
+    where = {"bucket": bucket, "key": key, "op": op}
     name = type(exc).__name__
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
         return EndpointError(f"endpoint unreachable: {name}", **where)

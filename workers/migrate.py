@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
 
 from workers import sse
 from workers.cse import (
@@ -31,6 +30,7 @@ from workers.errors import (
 from workers.job import CseSettings, Job
 from workers.model import Action, Encryption, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
+from workers.s3 import CopyRequest, Directive, Source, Written
 from workers.serverside import copy_object, multipart_copy
 from workers.stream import stream_copy
 from workers.update_encryption import update_object_encryption
@@ -167,18 +167,12 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
     object needs the ordinary path: the copy was refused (an SSE-C source needs its key; a changed or
     deleted source), or the result is not as asked (then this path is off for the run)."""
     dest_key = job.dest_key(ref.key)
-    params: dict[str, Any] = {
-        "Bucket": job.dst.bucket, "Key": dest_key, "CopySource": {"Bucket": job.src.bucket, "Key": ref.key},
-        "CopySourceIfMatch": ref.etag, "MetadataDirective": "COPY", "TaggingDirective": "COPY",
-        **sse.write_params(job.target),
-    }
-    if ref.storage_class:
-        params["StorageClass"] = ref.storage_class
-    sse_c = job.target.mode == Mode.SSE_C
+    req = CopyRequest(bucket=job.dst.bucket, key=dest_key, source=Source(job.src.bucket, ref.key, if_match=ref.etag),
+                      encryption=job.target, metadata_directive=Directive.COPY, tagging_directive=Directive.COPY,
+                      storage_class=ref.storage_class)
     job.copy_first_tally[0] += 1
     try:
-        await job.retried(f"copy {ref.key}", lambda: job.dest.call(
-            "copy_object", bucket=job.dst.bucket, key=dest_key, sse_c=sse_c, **params))
+        await job.retried(f"copy {ref.key}", lambda: job.dest.copy(req))
     except FatalError:
         raise
     except RekeyError as exc:
@@ -191,8 +185,7 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
         # Client-side encrypted: the ordinary path decides (decrypt it, or refuse to copy it as it is).
         # The copy is ours, at a key the listing showed empty: take it back.
         job.copy_first_tally[1] += 1
-        await job.retried(f"delete {dest_key}", lambda: job.dest.call(
-            "delete_object", bucket=job.dst.bucket, key=dest_key, Bucket=job.dst.bucket, Key=dest_key))
+        await job.retried(f"delete {dest_key}", lambda: job.dest.delete(job.dst.bucket, dest_key))
         return None
     if why is not None:
         log.info("%s: a copy before reading the source came out %s; reading sources first from now on",
@@ -209,8 +202,8 @@ async def looks_like_instruction_file(job: Job, ref: ObjectRef, head: ObjectHead
     if not ref.key.endswith(INSTRUCTION_SUFFIX) or head.size > INSTRUCTION_MAX or \
             head.encryption.mode == Mode.SSE_C:
         return False
-    body, _ = await job.retried(f"get {ref.key}", lambda: job.source.get_all(job.src.bucket, ref.key,
-                                                                             version_id=ref.version_id))
+    body = (await job.retried(f"get {ref.key}", lambda: job.source.get(job.src.bucket, ref.key,
+                                                                       version_id=ref.version_id))).data
     try:
         keys = load_instruction_file(body)
     except RekeyError:
@@ -262,8 +255,8 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
         response = await copy_object(job, ref, head)
         copied = head.size
         if job.verify_auto and _response_trusted(job, source_mode) and \
-                sse.mismatch(sse.observed(response), job.target) is None:
-            etag = str((response.get("CopyObjectResult") or {}).get("ETag") or "") or None
+                sse.mismatch(response.encryption, job.target) is None:
+            etag = response.etag or None
             return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=etag)
     dest_key = job.dest_key(ref.key)
     if action != Action.STREAM and job.verify:
@@ -353,7 +346,7 @@ def _response_trusted(job: Job, source_mode: Mode) -> bool:
         CAP_RESPONSE_TRUTHFUL.format(src=source_mode.value, dst=job.target.mode.value)) is True
 
 
-async def _calibrate(job: Job, source_mode: Mode, response: dict[str, Any], written: ObjectHead) -> None:
+async def _calibrate(job: Job, source_mode: Mode, response: Written, written: ObjectHead) -> None:
     """verify = "auto": compare what CopyObject answered with what HeadObject then reports. After
     CALIBRATION agreements on one path the answers are trusted for it; one disagreement, never."""
     if job.caps is None:
@@ -361,7 +354,7 @@ async def _calibrate(job: Job, source_mode: Mode, response: dict[str, Any], writ
     name = CAP_RESPONSE_TRUTHFUL.format(src=source_mode.value, dst=job.target.mode.value)
     if job.caps.get(name) is not None:
         return
-    answered = sse.observed(response)
+    answered = response.encryption
     if answered.mode != written.encryption.mode or answered.key_md5 != written.encryption.key_md5 or \
             not sse.kms_key_matches(answered.kms_key_id, written.encryption.kms_key_id):
         await _learn(job, name, False)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 
 from workers.errors import ObjectChangedError, RekeyError
 from workers.job import Job, UploadResume
-from workers.model import ObjectRef, PartResult
+from workers.model import Encryption, ObjectRef, PartResult
 from workers.parts import PartSpan
+from workers.s3 import CreateUpload, Written
 
 UploadPart = Callable[[str, PartSpan], Awaitable[PartResult]]
 
@@ -57,10 +58,10 @@ async def abandon(job: Job, ref: ObjectRef, point: UploadResume) -> None:
             uploads = await job.dest.list_uploads(bucket, key)
         except RekeyError:
             uploads = []
-        for up_key, upload_id, initiated in uploads:
-            if up_key == key and (initiated is None or initiated >= point.created_at - INTENT_SKEW):
+        for up in uploads:
+            if up.key == key and (up.initiated is None or up.initiated >= point.created_at - INTENT_SKEW):
                 try:
-                    await job.dest.abort_upload(bucket, key, upload_id)
+                    await job.dest.abort_upload(bucket, key, up.upload_id)
                 except RekeyError:
                     pass
         if job.journal is not None:
@@ -89,21 +90,21 @@ async def run_multipart(
     job: Job,
     ref: ObjectRef,
     *,
-    bucket: str,
-    key: str,
     kind: str,
     part_size: int,
     spans: Sequence[PartSpan],
-    create_params: Mapping[str, Any],
+    create: CreateUpload,
     upload_part: UploadPart,
-    complete_params: Mapping[str, Any] | None = None,
+    complete_encryption: Encryption | None = None,
+    complete_if_match: str | None = None,
     resumable: bool = True,
-) -> tuple[dict[str, Any], int]:
-    """Upload `spans` with `upload_part` and complete. Returns (complete response, parts reused).
+) -> tuple[Written, int]:
+    """Upload `spans` with `upload_part` and complete. Returns (complete answer, parts reused).
 
     An upload interrupted by a crash is continued when the journal and ListParts agree on its parts;
     any failure other than cancellation aborts the upload before the error propagates.
     """
+    bucket, key = create.bucket, create.key
     upload_id: str | None = None
     done: dict[int, PartResult] = {}
     if resumable:
@@ -114,9 +115,7 @@ async def run_multipart(
             await abandon(job, ref, point)
     if upload_id is None:
         await _intent(job, ref, bucket=bucket, key=key, part_size=part_size, kind=kind)
-        resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key,
-                                   Bucket=bucket, Key=key, **create_params)
-        upload_id = str(resp["UploadId"])
+        upload_id = await job.dest.create_upload(create)
         if job.journal is not None:
             await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
                                              part_size=part_size, source_etag=ref.etag, kind=kind)
@@ -136,23 +135,14 @@ async def run_multipart(
         async with anyio.create_task_group() as tg:
             for span in todo:
                 tg.start_soon(one, span)
-        resp = await _complete(job, bucket, key, upload_id, {n: p.etag for n, p in results.items()},
-                               complete_params)
+        resp = await job.dest.complete_upload(bucket, key, upload_id, list(results.values()),
+                                              encryption=complete_encryption, if_match=complete_if_match)
     except BaseException as exc:
         await _fail(job, ref, bucket, key, upload_id, exc)  # cancellation: kept for the next run
         raise
     if job.journal is not None:
         await job.journal.upload_ended(ref, upload_id)
     return resp, reused
-
-
-async def _complete(job: Job, bucket: str, key: str, upload_id: str, etags: Mapping[int, str],
-                    complete_params: Mapping[str, Any] | None) -> dict[str, Any]:
-    parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-    resp: dict[str, Any] = await job.dest.call(
-        "complete_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
-        MultipartUpload={"Parts": parts}, **(complete_params or {}))
-    return resp
 
 
 async def _fail(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str, exc: BaseException) -> None:
@@ -193,31 +183,29 @@ async def run_ordered_upload(
     job: Job,
     ref: ObjectRef,
     *,
-    bucket: str,
-    key: str,
     kind: str,
     part_size: int,
-    create_params: Mapping[str, Any],
+    create: CreateUpload,
     produce: Callable[[SendPart], Awaitable[object]],
-    part_params: Mapping[str, Any] | None = None,
-    complete_params: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    part_encryption: Encryption | None = None,
+    complete_if_match: str | None = None,
+) -> Written:
     """A multipart upload whose parts are produced in order (a GCM stream): `produce` calls
     `send_part(number, data)` for each; uploads run in parallel behind it, bounded by the job's
     part concurrency. Never resumed (the cipher state cannot be rebuilt): an earlier upload of the
-    same object is aborted first. Any failure in `produce` (a bad tag) aborts the upload."""
+    same object is aborted first. Any failure in `produce` (a bad tag) aborts the upload.
+    `part_encryption` (an SSE-C key) goes with every part and the Complete."""
+    bucket, key = create.bucket, create.key
     if job.journal is not None:
         point = await job.journal.resume_point(ref)
         if point is not None:
             await abandon(job, ref, point)
     await _intent(job, ref, bucket=bucket, key=key, part_size=part_size, kind=kind)
-    resp = await job.dest.call("create_multipart_upload", bucket=bucket, key=key, Bucket=bucket, Key=key,
-                               **create_params)
-    upload_id = str(resp["UploadId"])
+    upload_id = await job.dest.create_upload(create)
     if job.journal is not None:
         await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
                                          part_size=part_size, source_etag=ref.etag, kind=kind)
-    results: dict[int, str] = {}
+    results: dict[int, PartResult] = {}
     slots = anyio.Semaphore(max(1, min(ORDERED_UPLOADS, job.part_concurrency)))
     try:
         async with anyio.create_task_group() as tg:
@@ -226,10 +214,8 @@ async def run_ordered_upload(
                 try:
                     md5 = base64.b64encode(await anyio.to_thread.run_sync(lambda: hashlib.md5(data).digest())
                                            ).decode("ascii")
-                    r = await job.retried(f"part {number} of {key}", lambda: job.dest.call(
-                        "upload_part", bucket=bucket, key=key, Bucket=bucket, Key=key, UploadId=upload_id,
-                        PartNumber=number, Body=data, ContentMD5=md5, **(part_params or {})))
-                    results[number] = str(r["ETag"])
+                    results[number] = await job.retried(f"part {number} of {key}", lambda: job.dest.upload_part(
+                        bucket, key, upload_id, number, data, content_md5=md5, encryption=part_encryption))
                 finally:
                     if job.write_memory is not None:
                         await job.write_memory.release(len(data))
@@ -242,7 +228,8 @@ async def run_ordered_upload(
                 tg.start_soon(upload, number, data)
 
             await produce(send_part)
-        done = await _complete(job, bucket, key, upload_id, results, complete_params)
+        done = await job.dest.complete_upload(bucket, key, upload_id, list(results.values()),
+                                              encryption=part_encryption, if_match=complete_if_match)
     except BaseException as exc:
         await _fail(job, ref, bucket, key, upload_id, exc)
         raise

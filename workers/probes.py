@@ -21,7 +21,7 @@ from workers.errors import (
 )
 from workers.job import Retrier
 from workers.model import Encryption, Mode
-from workers.s3 import S3
+from workers.s3 import S3, CreateUpload, PutRequest, Source
 
 PROBE_MARKER = ".rekey-probe-"
 T = TypeVar("T")
@@ -34,14 +34,14 @@ class UnsafeTargetError(FatalError):
 async def check_bucket(s3: S3, bucket: str, role: str) -> None:
     """HeadBucket: a missing or inaccessible bucket stops the run before any object is touched."""
     try:
-        await s3.call("head_bucket", bucket=bucket, Bucket=bucket)
+        await s3.head_bucket(bucket)
     except ObjectChangedError:  # 404 on a bucket
         raise BucketMissingError(f"{role} bucket does not exist", bucket=bucket, op="head_bucket") from None
     except ObjectError as exc:
         # HEAD answers have no body, so no error code: ask once more with a body to tell refused
         # credentials from a denied bucket.
         try:
-            await s3.call("list_objects_v2", bucket=bucket, Bucket=bucket, MaxKeys=0)
+            await s3.list_page(bucket, max_keys=0)
         except FatalError:
             raise
         except RekeyError:
@@ -54,8 +54,8 @@ async def website_configured(s3: S3, bucket: str) -> bool:
     """GetBucketWebsite: True when the bucket serves a website, or when that cannot be told (denied).
     A CopyObject with the COPY metadata directive drops x-amz-website-redirect-location on AWS."""
     try:
-        await s3.call("get_bucket_website", bucket=bucket, Bucket=bucket)
-    except (ObjectChangedError, UnsupportedError):  # NoSuchWebsiteConfiguration (404), or not implemented
+        return await s3.bucket_website(bucket)   # False: NoSuchWebsiteConfiguration (404)
+    except UnsupportedError:  # not implemented
         return False
     except CredentialsError:
         raise
@@ -84,9 +84,8 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
     key = probe_key(prefix)
     read = target if target.mode == Mode.SSE_C else None
     try:
-        await _retried(retry, "probe put", lambda: s3.call(
-            "put_object", bucket=bucket, key=key, sse_c=target.mode == Mode.SSE_C, Bucket=bucket, Key=key,
-            Body=b"rekey probe", **sse.write_params(target)))
+        await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe",
+                                                                    encryption=target)))
     except (FatalError, RetryableError):
         raise  # not an answer about the encryption
     except RekeyError as exc:
@@ -96,8 +95,7 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
         return sse.mismatch(head.encryption, target)
     finally:
         try:
-            await _retried(retry, "probe delete", lambda: s3.call("delete_object", bucket=bucket, key=key,
-                                                                  Bucket=bucket, Key=key))
+            await _retried(retry, "probe delete", lambda: s3.delete(bucket, key))
         except RekeyError:
             pass
 
@@ -108,29 +106,21 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
     src_key, dst_key = probe_key(prefix), probe_key(prefix)
     size = 5 * 1024 * 1024 + 64
     data = os.urandom(size)
-    keyp = sse.customer_key_params(target)
     try:
-        await _retried(retry, "probe put", lambda: s3.call("put_object", bucket=bucket, key=src_key,
-                                                           Bucket=bucket, Key=src_key, Body=data))
-        up = await s3.call("create_multipart_upload", bucket=bucket, key=dst_key, sse_c=True, Bucket=bucket,
-                           Key=dst_key, **sse.write_params(target))
-        upload_id = up["UploadId"]
+        await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, src_key, data)))
+        upload_id = await s3.create_upload(CreateUpload(bucket, dst_key, encryption=target))
         try:
             parts = []
             for number, (start, end) in enumerate(((0, 5 * 1024 * 1024 - 1), (5 * 1024 * 1024, size - 1)), 1):
-                r = await s3.call("upload_part_copy", bucket=bucket, key=dst_key, sse_c=True, Bucket=bucket,
-                                  Key=dst_key, UploadId=upload_id, PartNumber=number,
-                                  CopySource={"Bucket": bucket, "Key": src_key},
-                                  CopySourceRange=f"bytes={start}-{end}", **keyp)
-                parts.append({"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]})
-            await s3.call("complete_multipart_upload", bucket=bucket, key=dst_key, Bucket=bucket, Key=dst_key,
-                          UploadId=upload_id, MultipartUpload={"Parts": parts}, **keyp)
+                parts.append(await s3.upload_part_copy(bucket, dst_key, upload_id, number, Source(bucket, src_key),
+                                                       start, end, encryption=target))
+            await s3.complete_upload(bucket, dst_key, upload_id, parts, encryption=target)
         except RekeyError:
             await s3.abort_upload(bucket, dst_key, upload_id)
             return False
         # Read it all back: SeaweedFS serves some ranges of such an object and fails on others.
         try:
-            got, _ = await s3.get_all(bucket, dst_key, read_enc=target)
+            got = (await s3.get(bucket, dst_key, read_enc=target)).data
         except RekeyError:
             return False  # SeaweedFS answers 500 here: unreadable is the answer, not a passing fault
         return got == data
@@ -141,6 +131,6 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
     finally:
         for key in (src_key, dst_key):
             try:
-                await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+                await s3.delete(bucket, key)
             except RekeyError:
                 pass

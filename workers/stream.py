@@ -11,24 +11,22 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
-from workers import sse
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 from workers.multipart import run_multipart
 from workers.parts import PartSpan, adjust_part_size, split
-from workers.s3 import carried_params
-from workers.serverside import tagging_param
+from workers.s3 import Attributes, CreateUpload, PutRequest, Written
+from workers.serverside import dest_key_enc, source_tags
 
 _OFFLOAD = 1024 * 1024  # hash buffers larger than this in a worker thread
 
 
 @dataclass(frozen=True, slots=True)
 class StreamResult:
-    response: dict[str, Any]
+    written: Written
     parts_reused: int
     bytes_through_client: int
 
@@ -67,21 +65,19 @@ async def read_range(job: Job, ref: ObjectRef, head: ObjectHead, start: int, end
 async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResult:
     """Copy through the client, re-encrypting server-side on the way in (no client-side transform)."""
     dest_key = job.dest_key(ref.key)
-    dest_enc_params = sse.write_params(job.target)
-    sse_c = job.target.mode == Mode.SSE_C or head.encryption.mode == Mode.SSE_C
-    tagging = await tagging_param(job, ref)
+    tags = await source_tags(job, ref)
+    attributes = Attributes.of(head)
     if head.size <= job.single_put_max:
         async with reserved(job, head.size):
             body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
-            md5 = await content_md5(body)
-            resp = await job.retried(f"put {dest_key}", lambda: job.dest.call(
-                "put_object", bucket=job.dst.bucket, key=dest_key, sse_c=sse_c, Bucket=job.dst.bucket,
-                Key=dest_key, Body=body, ContentMD5=md5, **carried_params(head), **tagging, **dest_enc_params,
-                **replace_guard(job, head)))
-        return StreamResult(resp, 0, 2 * head.size)
+            req = PutRequest(job.dst.bucket, dest_key, body, content_md5=await content_md5(body),
+                             encryption=job.target, attributes=attributes, tags=tags,
+                             if_match=replace_guard(job, head))
+            written = await job.retried(f"put {dest_key}", lambda: job.dest.put(req))
+        return StreamResult(written, 0, 2 * head.size)
 
     part_size = adjust_part_size(head.size, job.part_size)
-    dest_key_params = sse.customer_key_params(job.target)
+    dest_enc = dest_key_enc(job)
     moved = 0
 
     async def upload_part(upload_id: str, span: PartSpan) -> PartResult:
@@ -89,21 +85,19 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
         async with reserved(job, span.size):
             data = await read_range(job, ref, head, span.start, span.end)
             md5 = await content_md5(data)
-            resp = await job.retried(f"part {span.number} of {dest_key}", lambda: job.dest.call(
-                "upload_part", bucket=job.dst.bucket, key=dest_key, sse_c=sse_c, Bucket=job.dst.bucket,
-                Key=dest_key, UploadId=upload_id, PartNumber=span.number, Body=data, ContentMD5=md5,
-                **dest_key_params))
+            part = await job.retried(f"part {span.number} of {dest_key}", lambda: job.dest.upload_part(
+                job.dst.bucket, dest_key, upload_id, span.number, data, content_md5=md5, encryption=dest_enc))
         moved += 2 * span.size
-        return PartResult(span.number, str(resp["ETag"]), span.size)
+        return part
 
-    resp, reused = await run_multipart(
-        job, ref, bucket=job.dst.bucket, key=dest_key, kind="stream", part_size=part_size,
-        spans=split(head.size, part_size), create_params={**carried_params(head), **tagging, **dest_enc_params},
-        upload_part=upload_part, complete_params={**dest_key_params, **replace_guard(job, head)})
-    return StreamResult(resp, reused, moved)
+    written, reused = await run_multipart(
+        job, ref, kind="stream", part_size=part_size, spans=split(head.size, part_size),
+        create=CreateUpload(job.dst.bucket, dest_key, encryption=job.target, attributes=attributes, tags=tags),
+        upload_part=upload_part, complete_encryption=dest_enc, complete_if_match=replace_guard(job, head))
+    return StreamResult(written, reused, moved)
 
 
-def replace_guard(job: Job, head: ObjectHead) -> dict[str, Any]:
+def replace_guard(job: Job, head: ObjectHead) -> str | None:
     """In place, the final write replaces the object only if it is still the one that was read: a
     concurrent overwrite gives 412 (recorded as changed), never a clobber."""
-    return {"IfMatch": head.etag} if job.in_place and head.etag else {}
+    return head.etag if job.in_place and head.etag else None

@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any
 
 from workers.errors import ObjectChangedError, ObjectError, RekeyError, UnsupportedError, VerifyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef
 from workers.probes import probe_key
-from workers.s3 import S3
+from workers.s3 import S3, PutRequest
 from workers.sse import satisfies
 
 log = logging.getLogger("rekey.update_encryption")
@@ -52,21 +51,10 @@ def why_not_applicable(source: Encryption, target: Encryption, *, in_place: bool
     return None
 
 
-def request_params(bucket: str, key: str, target: Encryption, version_id: str | None = None) -> dict[str, Any]:
-    """The UpdateObjectEncryption parameters, in the shape of botocore's API model."""
-    sse_kms: dict[str, Any] = {"KMSKeyArn": target.kms_key_id}
-    if target.bucket_key is not None:
-        sse_kms["BucketKeyEnabled"] = target.bucket_key
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ObjectEncryption": {"SSEKMS": sse_kms}}
-    if version_id:
-        params["VersionId"] = version_id
-    return params
-
-
-def _answered_etag(resp: dict[str, Any]) -> str | None:
-    headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    etag = headers.get("etag")
-    return str(etag) if etag else None
+async def _send(s3: S3, bucket: str, key: str, target: Encryption, version_id: str | None = None) -> str | None:
+    """One UpdateObjectEncryption to the target key; the ETag its answer carries, if any."""
+    return await s3.update_object_encryption(bucket, key, kms_key_arn=str(target.kms_key_id),
+                                             bucket_key=target.bucket_key, version_id=version_id)
 
 
 async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
@@ -82,10 +70,10 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
     why = why_not_applicable(head.encryption, job.target, in_place=job.in_place)
     if why is not None or job.caps is None or job.caps.get(CAP_UPDATE_ENCRYPTION) is not True:
         return False
-    params = request_params(job.src.bucket, ref.key, job.target, ref.version_id or head.version_id)
+    version_id = ref.version_id or head.version_id
     try:
-        resp = await job.retried(f"update encryption {ref.key}", lambda: job.source.call(
-            OPERATION, bucket=job.src.bucket, key=ref.key, **params))
+        etag = await job.retried(f"update encryption {ref.key}", lambda: _send(
+            job.source, job.src.bucket, ref.key, job.target, version_id))
     except UnsupportedError:
         log.info("learned about this endpoint: %s = False (it answered NotImplemented)", CAP_UPDATE_ENCRYPTION)
         await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
@@ -95,7 +83,6 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
     except ObjectError as exc:
         log.info("UpdateObjectEncryption refused for %s, copying instead: %s", ref.key, exc.message)
         return False
-    etag = _answered_etag(resp)
     if etag is not None and head.etag and etag != head.etag:
         # What SeaweedFS and moto do: the request was stored as the object's new content.
         await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
@@ -117,14 +104,13 @@ async def probe_update_encryption(s3: S3, bucket: str, prefix: str, target: Encr
     key = probe_key(prefix)
     body = os.urandom(1024)
     try:
-        put = await s3.call("put_object", bucket=bucket, key=key, Bucket=bucket, Key=key, Body=body,
-                            ServerSideEncryption="AES256")
+        put = await s3.put(PutRequest(bucket, key, body, encryption=Encryption(Mode.SSE_S3)))
         try:
-            await s3.call(OPERATION, bucket=bucket, key=key, **request_params(bucket, key, target))
+            await _send(s3, bucket, key, target)
         except UnsupportedError:
             return "the endpoint answered NotImplemented"
         after = await s3.head(bucket, key)
-        if after.size != len(body) or after.etag != put.get("ETag"):
+        if after.size != len(body) or after.etag != put.etag:
             return ("the endpoint answered 200 but stored the request as the object's data "
                     f"({after.size} bytes, was {len(body)}): it does not implement UpdateObjectEncryption")
         if not satisfies(after.encryption, target):
@@ -138,13 +124,12 @@ async def probe_update_encryption(s3: S3, bucket: str, prefix: str, target: Encr
 
 async def _delete_all_versions(s3: S3, bucket: str, key: str) -> None:
     try:
-        listed = await s3.call("list_object_versions", bucket=bucket, key=key, Bucket=bucket, Prefix=key)
-        versions = [v for v in [*(listed.get("Versions") or []), *(listed.get("DeleteMarkers") or [])]
-                    if v.get("Key") == key]
-        for v in versions:
-            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key,
-                          VersionId=v["VersionId"])
+        listed = await s3.list_versions(bucket, prefix=key)
+        versions = [v.version_id for v in listed.versions if v.key == key] + \
+            [m.version_id for m in listed.delete_markers if m.key == key]
+        for version_id in versions:
+            await s3.delete(bucket, key, version_id=version_id)
         if not versions:
-            await s3.call("delete_object", bucket=bucket, key=key, Bucket=bucket, Key=key)
+            await s3.delete(bucket, key)
     except RekeyError as exc:  # best effort: a scratch key left behind is named in the log
         log.warning("could not delete probe object s3://%s/%s: %s", bucket, key, exc)

@@ -35,8 +35,8 @@ from workers.job import Job
 from workers.migrate import CAP_COPY_APPLIES, describe_error, head_source, migrate_object
 from workers.model import Action, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
-from workers.s3 import carried_params
-from workers.serverside import source_key_params, tagging_param
+from workers.s3 import Attributes, CopyRequest, Deleted, Directive, PutRequest, Source, Written
+from workers.serverside import source_key, source_tags
 from workers.stream import content_md5, source_read_enc
 
 MARKER = "rekey-source-version-id"
@@ -169,9 +169,8 @@ async def _recreate_history(job: Job, versions: list[ObjectRef], *, delete: bool
 
 
 async def _delete_version(job: Job, ref: ObjectRef) -> None:
-    async def send() -> dict[str, Any]:
-        return await job.source.call("delete_object", bucket=job.src.bucket, key=ref.key, Bucket=job.src.bucket,
-                                     Key=ref.key, VersionId=ref.version_id)
+    async def send() -> Deleted:
+        return await job.source.delete(job.src.bucket, ref.key, version_id=ref.version_id)
     await job.retried(f"delete version {ref.key}", send)
 
 
@@ -194,9 +193,8 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
                               key=ref.key, op="verify")
         if job.caps is not None:
             await job.caps.learn(cap, False)
-        await job.retried(f"delete own copy {ref.key}", lambda: job.dest.call(   # ours, seconds old, wrong
-            "delete_object", bucket=job.dst.bucket, key=ref.key, Bucket=job.dst.bucket, Key=ref.key,
-            VersionId=new_vid))
+        await job.retried(f"delete own copy {ref.key}", lambda: job.dest.delete(   # ours, seconds old, wrong
+            job.dst.bucket, ref.key, version_id=new_vid))
     if head.size > job.single_put_max:
         raise UnsupportedError("this server's copy does not apply the target to this version and it is too large "
                                "to re-create through rekey in one request", bucket=job.src.bucket, key=ref.key,
@@ -209,43 +207,34 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
     return new_vid, written.etag, 0
 
 
-def _sse_c(job: Job, head: ObjectHead) -> bool:
-    return head.encryption.mode == Mode.SSE_C or job.target.mode == Mode.SSE_C
-
-
 async def _copy_version(job: Job, ref: ObjectRef, marked: ObjectHead, expect_top: str) -> str:
-    params: dict[str, Any] = {
-        "Bucket": job.dst.bucket, "Key": ref.key,
-        "CopySource": {"Bucket": job.src.bucket, "Key": ref.key, "VersionId": ref.version_id},
-        "CopySourceIfMatch": marked.etag, "IfMatch": expect_top,
-        "MetadataDirective": "REPLACE", "TaggingDirective": "COPY",
-        **carried_params(marked), **sse.write_params(job.target), **source_key_params(marked, job),
-    }
-    resp = await job.retried(f"copy version {ref.key}", lambda: job.dest.call(
-        "copy_object", bucket=job.dst.bucket, key=ref.key, sse_c=_sse_c(job, marked), **params))
-    return await _new_version_id(job, ref, resp)
+    source = Source(job.src.bucket, ref.key, version_id=ref.version_id, if_match=marked.etag,
+                    encryption=source_key(marked, job))
+    req = CopyRequest(bucket=job.dst.bucket, key=ref.key, source=source, encryption=job.target,
+                      metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
+                      attributes=Attributes.of(marked), if_match=expect_top)
+    written = await job.retried(f"copy version {ref.key}", lambda: job.dest.copy(req))
+    return await _new_version_id(job, ref, written)
 
 
 async def _put_version(job: Job, ref: ObjectRef, marked: ObjectHead, expect_top: str) -> str:
     read = source_read_enc(job, marked)
-    body, _ = await job.retried(f"get version {ref.key}", lambda: job.source.get_all(
-        job.src.bucket, ref.key, read_enc=read, version_id=ref.version_id))
+    body = (await job.retried(f"get version {ref.key}", lambda: job.source.get(
+        job.src.bucket, ref.key, read_enc=read, version_id=ref.version_id))).data
     if len(body) != marked.size:
         raise ObjectChangedError(f"version has {len(body)} bytes, HEAD said {marked.size}",
                                  bucket=job.src.bucket, key=ref.key, op="get_object")
     md5 = await content_md5(body)
-    tagging = await tagging_param(job, ref)
-    resp = await job.retried(f"put version {ref.key}", lambda: job.dest.call(
-        "put_object", bucket=job.dst.bucket, key=ref.key, sse_c=_sse_c(job, marked), Bucket=job.dst.bucket,
-        Key=ref.key, Body=body, ContentMD5=md5, IfMatch=expect_top, **carried_params(marked), **tagging,
-        **sse.write_params(job.target)))
-    return await _new_version_id(job, ref, resp)
+    req = PutRequest(job.dst.bucket, ref.key, body, content_md5=md5, encryption=job.target,
+                     attributes=Attributes.of(marked), tags=await source_tags(job, ref), if_match=expect_top)
+    written = await job.retried(f"put version {ref.key}", lambda: job.dest.put(req))
+    return await _new_version_id(job, ref, written)
 
 
-async def _new_version_id(job: Job, ref: ObjectRef, resp: dict[str, Any]) -> str:
-    """The version a write created: from its response, or the current version if it carries our marker."""
-    if resp.get("VersionId"):
-        return str(resp["VersionId"])
+async def _new_version_id(job: Job, ref: ObjectRef, written: Written) -> str:
+    """The version a write created: from its answer, or the current version if it carries our marker."""
+    if written.version_id:
+        return written.version_id
     read = job.target if job.target.mode == Mode.SSE_C else None
     top = await job.retried(f"head {ref.key}", lambda: job.dest.head(job.dst.bucket, ref.key, read_enc=read))
     if marker(top) != ref.version_id or not top.version_id:

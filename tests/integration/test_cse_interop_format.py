@@ -37,7 +37,7 @@ from workers.cse import (
     parse_envelope,
 )
 from workers.errors import AccessDeniedError, CorruptObjectError, WrongKeyError
-from workers.s3 import S3, Endpoint
+from workers.s3 import Endpoint, Kms
 
 REGION = "us-east-1"
 BUCKET = "interop"
@@ -93,7 +93,7 @@ def _official(s3_url: str, key_arn: str, *, v2_writer: bool = False) -> Any:
 def _kms_run(moto_url: str, fn: Any) -> Any:
     """Run `fn(kms)` with rekey's own aiobotocore KMS client."""
     async def main() -> Any:
-        async with S3.open(Endpoint(endpoint_url=moto_url, region=REGION), service="kms") as kms:
+        async with Kms.open(Endpoint(endpoint_url=moto_url, region=REGION)) as kms:
             return await fn(kms)
     return anyio.run(main)
 

@@ -20,10 +20,10 @@ from workers.errors import VerifyError
 from workers.job import Job
 from workers.model import Encryption, Location, Mode, ObjectHead, ObjectRef
 from workers.s3 import S3, Endpoint
+from workers.s3.convert import update_encryption_params
 from workers.update_encryption import (
     CAP_UPDATE_ENCRYPTION,
     probe_update_encryption,
-    request_params,
     update_object_encryption,
     why_not_applicable,
 )
@@ -39,7 +39,8 @@ def model() -> Any:
 @pytest.mark.parametrize("version_id", [None, "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"])
 def test_request_passes_botocore_validation_and_serialises_as_the_api_says(version_id: str | None) -> None:
     op = model()
-    params = request_params("bucket", "dir/a b.txt", TARGET, version_id)
+    params = update_encryption_params("bucket", "dir/a b.txt", kms_key_arn=ARN, bucket_key=True,
+                                      version_id=version_id)
     validate_parameters(params, op.input_shape)    # raises ParamValidationError on any mismatch
     session = botocore.session.get_session()
     client = session.create_client("s3", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")

@@ -194,8 +194,8 @@ def test_a_write_by_someone_else_is_never_buried(sandbox: SandboxInfo, s3_http: 
     seed(s3_http, bucket, ["k"])
 
     async def copy_with_stale_top(job: Job) -> None:
-        first = (await job.source.call("list_object_versions", Bucket=bucket))["Versions"][-1]
-        ref = ObjectRef("k", 0, "", version_id=first["VersionId"], is_latest=False)
+        first = (await job.source.list_versions(bucket)).versions[-1]
+        ref = ObjectRef("k", 0, "", version_id=first.version_id, is_latest=False)
         head = await job.source.head(bucket, "k", version_id=ref.version_id)
         s3_http.put_object(Bucket=bucket, Key="k", Body=b"someone else's write")
         await recreate_version(job, ref, head, expect_top='"etag-seen-before-that-write"')

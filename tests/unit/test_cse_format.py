@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from workers.cse import (
 from workers.errors import ConfigError, CorruptObjectError, RekeyError, UnsupportedError, WrongKeyError
 from workers.keys import key_file_is_private, load_key_file
 from workers.model import SecretKey
+from workers.s3 import DataKey
 
 RSA_PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PRIVATE_PEM = RSA_PRIVATE.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -231,18 +233,23 @@ class FakeKms:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_code = fail_code
 
-    async def call(self, op: str, **params: Any) -> dict[str, Any]:
+    def _record(self, op: str, **params: Any) -> None:
         self.calls.append((op, params))
         if self.fail_code:
             from workers.errors import ObjectError
-            raise ObjectError(f"{self.fail_code} (simulated)", op=op)
-        if op == "encrypt":
-            return {"CiphertextBlob": params["Plaintext"][::-1]}
-        if op == "decrypt":
-            return {"Plaintext": params["CiphertextBlob"][::-1]}
-        if op == "generate_data_key":
-            return {"Plaintext": b"p" * 32, "CiphertextBlob": b"blob"}
-        raise AssertionError(op)
+            raise ObjectError(f"{self.fail_code} (simulated)", op=op, code=self.fail_code)
+
+    async def encrypt(self, key_id: str, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        self._record("encrypt", KeyId=key_id, EncryptionContext=dict(context))
+        return plaintext[::-1]
+
+    async def decrypt(self, ciphertext: bytes, context: Mapping[str, str], key_id: str = "") -> DataKey:
+        self._record("decrypt", KeyId=key_id, EncryptionContext=dict(context))
+        return DataKey(ciphertext[::-1], ciphertext, key_id)
+
+    async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> DataKey:
+        self._record("generate_data_key", KeyId=key_id, EncryptionContext=dict(context))
+        return DataKey(b"p" * 32, b"blob", key_id)
 
 
 @pytest.mark.parametrize(("fmt", "cek"), [(CseFormat.V3, "115"), (CseFormat.V2, "AES/GCM/NoPadding")])

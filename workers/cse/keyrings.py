@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -76,9 +76,26 @@ class Keyring(Protocol):
 
 
 class KmsClient(Protocol):
-    """What a KMS keyring needs: `workers.s3.S3` opened with service="kms" fits."""
+    """What a KMS keyring needs: `workers.s3.Kms` fits."""
 
-    async def call(self, op: str, **params: Any) -> dict[str, Any]: ...
+    async def encrypt(self, key_id: str, plaintext: bytes, context: Mapping[str, str]) -> bytes: ...
+
+    async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> KmsDataKey: ...
+
+    async def decrypt(self, ciphertext: bytes, context: Mapping[str, str], key_id: str = "") -> KmsDataKey: ...
+
+
+class KmsDataKey(Protocol):
+    """A data key KMS answered: `workers.s3.DataKey` fits."""
+
+    @property
+    def plaintext(self) -> bytes: ...
+
+    @property
+    def ciphertext(self) -> bytes: ...
+
+    @property
+    def key_id(self) -> str: ...
 
 
 class KmsKeyring:
@@ -121,19 +138,15 @@ class KmsKeyring:
     async def wrap(self, data_key: SecretKey, fmt: CseFormat) -> WrappedKey:
         """KMS Encrypt of an existing data key (so re-wrap and content-key-first both work)."""
         context = self._wrap_context(fmt)
-        resp = await self._kms.call("encrypt", KeyId=self.key_id, Plaintext=data_key.raw,
-                                    EncryptionContext=context)
-        return WrappedKey(edk=bytes(resp["CiphertextBlob"]), wrap_alg=WrapAlg.KMS_CONTEXT,
-                          description=context)
+        edk = await self._kms.encrypt(self.key_id, data_key.raw, context)
+        return WrappedKey(edk=edk, wrap_alg=WrapAlg.KMS_CONTEXT, description=context)
 
     async def generate(self, fmt: CseFormat) -> tuple[SecretKey, WrappedKey]:
         """A new data key from KMS GenerateDataKey, and its wrapping (one request instead of two)."""
         context = self._wrap_context(fmt)
-        resp = await self._kms.call("generate_data_key", KeyId=self.key_id, KeySpec="AES_256",
-                                    EncryptionContext=context)
-        key = _data_key(bytes(resp["Plaintext"]), "KMS GenerateDataKey")
-        return key, WrappedKey(edk=bytes(resp["CiphertextBlob"]), wrap_alg=WrapAlg.KMS_CONTEXT,
-                               description=context)
+        got = await self._kms.generate_data_key(self.key_id, context)
+        key = _data_key(got.plaintext, "KMS GenerateDataKey")
+        return key, WrappedKey(edk=got.ciphertext, wrap_alg=WrapAlg.KMS_CONTEXT, description=context)
 
     def _check_context(self, env: Envelope) -> None:
         stored = dict(env.description)
@@ -155,18 +168,16 @@ class KmsKeyring:
             raise WrongKeyError(f"a KMS keyring cannot unwrap {env.wrap_alg.value}")
         self._check_context(env)
         try:
-            key_arg = {"KeyId": self.key_id} if self.key_id else {}  # symmetric blobs name their key
-            resp = await self._kms.call("decrypt", CiphertextBlob=env.encrypted_data_key,
-                                        EncryptionContext=dict(env.description), **key_arg)
-            self.last_key_id = str(resp.get("KeyId") or "")
+            # An empty key id: symmetric blobs name their key.
+            got = await self._kms.decrypt(env.encrypted_data_key, dict(env.description), self.key_id)
+            self.last_key_id = got.key_id
         except ObjectError as exc:
             # The KMS boundary classified the failure already; these two codes mean "not this key/context".
-            if type(exc) is ObjectError and exc.message.startswith(
-                    ("IncorrectKeyException", "InvalidCiphertextException")):
+            if type(exc) is ObjectError and exc.code in ("IncorrectKeyException", "InvalidCiphertextException"):
                 raise WrongKeyError(f"KMS key {self.key_id} does not unwrap this data key: {exc.message}",
                                     op="kms:Decrypt") from None
             raise
-        return _data_key(bytes(resp["Plaintext"]), "KMS Decrypt")
+        return _data_key(got.plaintext, "KMS Decrypt")
 
 
 class AesKeyring:

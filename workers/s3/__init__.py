@@ -1,0 +1,34 @@
+"""The S3 boundary package: `S3` (typed operations), its records, the KMS boundary, endpoint settings.
+
+    boundary.py   S3: one method per operation; errors classified once
+    records.py    the frozen request and answer records
+    convert.py    records <-> botocore parameters and answers (nothing else knows botocore's shapes)
+    sdk.py        the botocore transport's configuration
+    kms.py        Kms: encrypt, decrypt, generate_data_key, key_arn
+"""
+
+from workers.s3.boundary import S3, Op
+from workers.s3.kms import DataKey, Kms
+from workers.s3.records import (
+    Attributes,
+    CopyRequest,
+    CreateUpload,
+    Deleted,
+    DeleteFailure,
+    Directive,
+    Fetched,
+    ObjectPage,
+    PutRequest,
+    Source,
+    Upload,
+    VersionEntry,
+    VersionPage,
+    Written,
+)
+from workers.s3.sdk import Endpoint, parse_timestamp, sdk_retry_listener
+
+__all__ = [
+    "S3", "Attributes", "CopyRequest", "CreateUpload", "DataKey", "DeleteFailure", "Deleted", "Directive",
+    "Endpoint", "Fetched", "Kms", "ObjectPage", "Op", "PutRequest", "Source", "Upload", "VersionEntry",
+    "VersionPage", "Written", "parse_timestamp", "sdk_retry_listener",
+]

@@ -1,0 +1,383 @@
+"""The S3 boundary: one typed method per operation rekey sends, every failure classified here once.
+
+Above this class nothing builds or reads botocore dicts, and nothing names an operation by a string:
+callers pass records (`workers.s3.records`, `workers.model`) and get records back. Below it, two
+transports: botocore for every operation, and the fast one (`workers.lean`) for the hot ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
+from workers.lean import LeanClient, supports
+from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
+from workers.s3 import convert as cv
+from workers.s3.records import (
+    CopyRequest,
+    CreateUpload,
+    Deleted,
+    DeleteFailure,
+    Fetched,
+    ObjectPage,
+    PutRequest,
+    Source,
+    Upload,
+    VersionPage,
+    Written,
+)
+from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session, on_attempt
+
+log = logging.getLogger("rekey.s3")
+
+
+class Op(StrEnum):
+    """The operations of the boundary; the values are botocore's method names (and the `op` of errors)."""
+
+    HEAD_OBJECT = "head_object"
+    GET_OBJECT = "get_object"
+    PUT_OBJECT = "put_object"
+    COPY_OBJECT = "copy_object"
+    DELETE_OBJECT = "delete_object"
+    DELETE_OBJECTS = "delete_objects"
+    GET_OBJECT_TAGGING = "get_object_tagging"
+    PUT_OBJECT_TAGGING = "put_object_tagging"
+    UPDATE_OBJECT_ENCRYPTION = "update_object_encryption"
+    CREATE_MULTIPART_UPLOAD = "create_multipart_upload"
+    UPLOAD_PART = "upload_part"
+    UPLOAD_PART_COPY = "upload_part_copy"
+    COMPLETE_MULTIPART_UPLOAD = "complete_multipart_upload"
+    ABORT_MULTIPART_UPLOAD = "abort_multipart_upload"
+    LIST_PARTS = "list_parts"
+    LIST_OBJECTS_V2 = "list_objects_v2"
+    LIST_OBJECT_VERSIONS = "list_object_versions"
+    LIST_MULTIPART_UPLOADS = "list_multipart_uploads"
+    HEAD_BUCKET = "head_bucket"
+    GET_BUCKET_ENCRYPTION = "get_bucket_encryption"
+    PUT_BUCKET_ENCRYPTION = "put_bucket_encryption"
+    DELETE_BUCKET_ENCRYPTION = "delete_bucket_encryption"
+    GET_BUCKET_POLICY = "get_bucket_policy"
+    PUT_BUCKET_POLICY = "put_bucket_policy"
+    DELETE_BUCKET_POLICY = "delete_bucket_policy"
+    GET_BUCKET_WEBSITE = "get_bucket_website"
+
+
+class S3:
+    """The operations rekey sends to one S3 endpoint. Use as `async with S3.open(endpoint) as s3:`.
+
+    Each method is one request (listings: one per page); failures come out as `RekeyError` subclasses
+    naming bucket, key and operation.
+    """
+
+    def __init__(self, client: Callable[[], Awaitable[Any]], endpoint: Endpoint) -> None:
+        self._make_client = client
+        self._client: Any = None               # the aiobotocore client, made on first use
+        self._client_lock = anyio.Lock()
+        self._lean: LeanClient | None = None   # the hot requests without botocore (workers.lean)
+        self.endpoint = endpoint
+        self.requests = 0  # requests sent, for reports and benchmarks
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, endpoint: Endpoint) -> AsyncIterator[S3]:
+        session = new_session(endpoint)
+        kwargs = client_kwargs(endpoint)
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def make_client() -> Any:
+                # On first use, not at open: loading botocore's service model costs 0.06-0.08 s of CPU,
+                # which then runs while the first lean requests (bucket checks, the target probe) wait.
+                with connect_errors():
+                    client = await stack.enter_async_context(session.create_client("s3", **kwargs))
+                client.meta.events.register("needs-retry.s3", on_attempt)
+                return client
+
+            lean = None
+            if endpoint.lean and endpoint.endpoint_url:
+                with connect_errors():
+                    credentials = await session.get_credentials()
+                if credentials is not None:
+                    lean = LeanClient(endpoint.endpoint_url, endpoint.region or "us-east-1", credentials,
+                                      ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
+                                      timeout=endpoint.read_timeout)
+                    stack.push_async_callback(lean.close)
+            s3 = cls(make_client, endpoint)
+            s3._lean = lean
+            yield s3  # errors of the caller's block pass through untouched
+
+    async def _botocore(self) -> Any:
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await self._make_client()
+        return self._client
+
+    async def _send(self, op: Op, params: dict[str, Any], *, bucket: str, key: str = "",
+                    sse_c: bool = False) -> dict[str, Any]:
+        """Send one request; classify any failure."""
+        self.requests += 1
+        if log.isEnabledFor(logging.DEBUG):  # names only: parameters may carry SSE-C keys
+            log.debug("%s s3://%s/%s", op.value, bucket, key)
+        try:
+            if self._lean is not None and supports(op.value, params):
+                result: dict[str, Any] = await getattr(self._lean, op.value)(params)
+            else:
+                result = await getattr(await self._botocore(), op.value)(**params)
+            return result
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op=op.value, bucket=bucket, key=key, sse_c=sse_c) from None
+
+    # --- objects -----------------------------------------------------------------------------------
+
+    async def head(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
+                   version_id: str | None = None, if_match: str | None = None) -> ObjectHead:
+        """HeadObject; `read_enc` carries an SSE-C key."""
+        params = {"Bucket": bucket, "Key": key, **cv.key_params(read_enc),
+                  **cv.optional(VersionId=version_id, IfMatch=if_match)}
+        resp = await self._send(Op.HEAD_OBJECT, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(read_enc))
+        return cv.head_from_response(key, resp)
+
+    async def get_range(self, bucket: str, key: str, start: int, end: int, *,
+                        read_enc: Encryption | None = None, if_match: str | None = None,
+                        version_id: str | None = None) -> bytes:
+        """Bytes [start, end] inclusive. The body is read fully; a short read is retryable."""
+        data, _ = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match,
+                                  byte_range=f"bytes={start}-{end}")
+        want = end - start + 1
+        if len(data) != want:
+            raise RetryableError(f"short read: got {len(data)} of {want} bytes at offset {start}",
+                                 bucket=bucket, key=key, op=Op.GET_OBJECT.value)
+        return data
+
+    async def get(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
+                  version_id: str | None = None, if_match: str | None = None) -> Fetched:
+        """A whole GetObject (small objects: instruction files, versions re-created, tests)."""
+        data, resp = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match)
+        return Fetched(data=data, head=cv.head_from_response(key, resp))
+
+    async def _get(self, bucket: str, key: str, *, read_enc: Encryption | None, version_id: str | None,
+                   if_match: str | None = None, byte_range: str | None = None) -> tuple[bytes, dict[str, Any]]:
+        """One GetObject, its body read fully; a failure while reading is classified like the request's."""
+        params = {"Bucket": bucket, "Key": key, **cv.key_params(read_enc),
+                  **cv.optional(VersionId=version_id, IfMatch=if_match, Range=byte_range)}
+        resp = await self._send(Op.GET_OBJECT, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(read_enc))
+        try:
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op=Op.GET_OBJECT.value, bucket=bucket, key=key) from None
+        return data, resp
+
+    async def put(self, req: PutRequest) -> Written:
+        """PutObject of a body in memory."""
+        resp = await self._send(Op.PUT_OBJECT, cv.put_params(req), bucket=req.bucket, key=req.key,
+                                sse_c=cv.carries_customer_key(req.encryption))
+        return cv.written(resp)
+
+    async def copy(self, req: CopyRequest) -> Written:
+        """CopyObject (a 200 answer with an error body is an error)."""
+        resp = await self._send(Op.COPY_OBJECT, cv.copy_params(req), bucket=req.bucket, key=req.key,
+                                sse_c=cv.carries_customer_key(req.encryption, req.source.encryption))
+        return cv.written(resp, (resp.get("CopyObjectResult") or {}).get("ETag") or "")
+
+    async def delete(self, bucket: str, key: str, *, version_id: str | None = None) -> Deleted:
+        resp = await self._send(Op.DELETE_OBJECT, {"Bucket": bucket, "Key": key, **cv.optional(VersionId=version_id)},
+                                bucket=bucket, key=key)
+        return Deleted(version_id=resp.get("VersionId") or None, delete_marker=bool(resp.get("DeleteMarker")))
+
+    async def delete_many(self, bucket: str, keys: Sequence[str]) -> list[DeleteFailure]:
+        """DeleteObjects of at most 1,000 keys (quiet); the keys it did not delete."""
+        params = {"Bucket": bucket, "Delete": {"Objects": [{"Key": k} for k in keys], "Quiet": True}}
+        resp = await self._send(Op.DELETE_OBJECTS, params, bucket=bucket)
+        return [DeleteFailure(str(e.get("Key", "")), str(e.get("Code", "")), str(e.get("Message", "")))
+                for e in resp.get("Errors", []) or []]
+
+    async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        params = {"Bucket": bucket, "Key": key, **cv.optional(VersionId=version_id)}
+        resp = await self._send(Op.GET_OBJECT_TAGGING, params, bucket=bucket, key=key)
+        return {t["Key"]: t["Value"] for t in resp.get("TagSet", []) or []}
+
+    async def put_tags(self, bucket: str, key: str, tags: Mapping[str, str], *,
+                       version_id: str | None = None) -> None:
+        params = {"Bucket": bucket, "Key": key, **cv.optional(VersionId=version_id),
+                  "Tagging": {"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}}
+        await self._send(Op.PUT_OBJECT_TAGGING, params, bucket=bucket, key=key)
+
+    async def update_object_encryption(self, bucket: str, key: str, *, kms_key_arn: str,
+                                       bucket_key: bool | None = None, version_id: str | None = None) -> str | None:
+        """UpdateObjectEncryption to SSE-KMS; the ETag the answer carries, if any."""
+        params = cv.update_encryption_params(bucket, key, kms_key_arn=kms_key_arn, bucket_key=bucket_key,
+                                             version_id=version_id)
+        resp = await self._send(Op.UPDATE_OBJECT_ENCRYPTION, params, bucket=bucket, key=key)
+        etag = ((resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("etag")
+        return str(etag) if etag else None
+
+    # --- multipart -----------------------------------------------------------------------------------
+
+    async def create_upload(self, req: CreateUpload) -> str:
+        """CreateMultipartUpload; the upload id."""
+        resp = await self._send(Op.CREATE_MULTIPART_UPLOAD, cv.create_params(req), bucket=req.bucket,
+                                key=req.key, sse_c=cv.carries_customer_key(req.encryption))
+        return str(resp["UploadId"])
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes, *,
+                          content_md5: str | None = None, encryption: Encryption | None = None) -> PartResult:
+        """UploadPart; `encryption` carries the SSE-C key of an SSE-C upload."""
+        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": number, "Body": body,
+                  **cv.optional(ContentMD5=content_md5), **cv.key_params(encryption)}
+        resp = await self._send(Op.UPLOAD_PART, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(encryption))
+        return PartResult(number, str(resp["ETag"]), len(body))
+
+    async def upload_part_copy(self, bucket: str, key: str, upload_id: str, number: int, source: Source,
+                               start: int, end: int, *, encryption: Encryption | None = None) -> PartResult:
+        """UploadPartCopy of source bytes [start, end]."""
+        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                  **cv.source_params(source), "CopySourceRange": f"bytes={start}-{end}",
+                  **cv.key_params(encryption)}
+        resp = await self._send(Op.UPLOAD_PART_COPY, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(encryption, source.encryption))
+        return PartResult(number, str(resp["CopyPartResult"]["ETag"]), end - start + 1)
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, parts: Sequence[PartResult], *,
+                              encryption: Encryption | None = None, if_match: str | None = None) -> Written:
+        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id,
+                  "MultipartUpload": cv.completed_parts(parts), **cv.key_params(encryption),
+                  **cv.optional(IfMatch=if_match)}
+        resp = await self._send(Op.COMPLETE_MULTIPART_UPLOAD, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(encryption))
+        return cv.written(resp)
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._send(Op.ABORT_MULTIPART_UPLOAD, {"Bucket": bucket, "Key": key, "UploadId": upload_id},
+                         bucket=bucket, key=key)
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[PartResult]:
+        parts: list[PartResult] = []
+        marker = 0
+        while True:
+            resp = await self._send(Op.LIST_PARTS, {"Bucket": bucket, "Key": key, "UploadId": upload_id,
+                                                    "PartNumberMarker": marker}, bucket=bucket, key=key)
+            for p in resp.get("Parts", []) or []:
+                parts.append(PartResult(int(p["PartNumber"]), str(p["ETag"]), int(p.get("Size", 0))))
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp.get("NextPartNumberMarker") or 0)
+            if not marker:
+                return parts
+
+    async def list_uploads(self, bucket: str, prefix: str = "") -> list[Upload]:
+        """Incomplete multipart uploads under a prefix, every page."""
+        out: list[Upload] = []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            resp = await self._send(Op.LIST_MULTIPART_UPLOADS, params, bucket=bucket, key=prefix)
+            for u in resp.get("Uploads", []) or []:
+                init = u.get("Initiated")
+                out.append(Upload(str(u["Key"]), str(u["UploadId"]), init.timestamp() if init else None))
+            if not resp.get("IsTruncated"):
+                return out
+            params["KeyMarker"] = resp.get("NextKeyMarker")
+            params["UploadIdMarker"] = resp.get("NextUploadIdMarker")
+            if not params["KeyMarker"]:
+                return out
+
+    # --- listing -------------------------------------------------------------------------------------
+
+    async def list_page(self, bucket: str, *, prefix: str = "", start_after: str = "",
+                        token: str | None = None, max_keys: int = 1000) -> ObjectPage:
+        """One ListObjectsV2 page: after `token` (a continuation token) or else after `start_after`."""
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if token:
+            params["ContinuationToken"] = token
+        elif start_after:
+            params["StartAfter"] = start_after
+        return cv.object_page(await self._send(Op.LIST_OBJECTS_V2, params, bucket=bucket, key=prefix))
+
+    async def list_pages(self, bucket: str, prefix: str = "", start_after: str = "",
+                         page_size: int = 1000) -> AsyncIterator[list[ObjectRef]]:
+        """ListObjectsV2 page by page, starting after `start_after` (for resume)."""
+        token: str | None = None
+        while True:
+            page = await self.list_page(bucket, prefix=prefix, start_after=start_after, token=token,
+                                        max_keys=page_size)
+            refs = list(page.refs)
+            yield refs
+            if not page.truncated:
+                return
+            token = page.next_token
+            if not token:  # some servers omit it: fall back to StartAfter
+                if not refs:
+                    return
+                start_after = refs[-1].key
+
+    async def list_versions(self, bucket: str, *, prefix: str = "", key_marker: str = "",
+                            version_id_marker: str | None = None, max_keys: int = 1000) -> VersionPage:
+        """One ListObjectVersions page, after `key_marker` (and `version_id_marker` within that key)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if key_marker:
+            params["KeyMarker"] = key_marker
+        if version_id_marker is not None:
+            params["VersionIdMarker"] = version_id_marker
+        return cv.version_page(await self._send(Op.LIST_OBJECT_VERSIONS, params, bucket=bucket, key=prefix))
+
+    # --- buckets -------------------------------------------------------------------------------------
+
+    async def head_bucket(self, bucket: str) -> None:
+        await self._send(Op.HEAD_BUCKET, {"Bucket": bucket}, bucket=bucket)
+
+    async def get_bucket_policy(self, bucket: str) -> str | None:
+        """The bucket policy's text exactly as the server returns it; None when there is none (404)."""
+        try:
+            resp = await self._send(Op.GET_BUCKET_POLICY, {"Bucket": bucket}, bucket=bucket)
+        except ObjectChangedError:  # NoSuchBucketPolicy; a missing bucket is BucketMissingError
+            return None
+        return str(resp["Policy"])
+
+    async def put_bucket_policy(self, bucket: str, policy: str) -> None:
+        await self._send(Op.PUT_BUCKET_POLICY, {"Bucket": bucket, "Policy": policy}, bucket=bucket)
+
+    async def delete_bucket_policy(self, bucket: str) -> None:
+        await self._send(Op.DELETE_BUCKET_POLICY, {"Bucket": bucket}, bucket=bucket)
+
+    async def get_bucket_encryption(self, bucket: str) -> dict[str, Any] | None:
+        """The default-encryption document (`{"Rules": [...]}`, as S3 documents it); None when unset (404).
+
+        A document, like the policy text: rekey shows it, saves it and puts it back verbatim."""
+        try:
+            resp = await self._send(Op.GET_BUCKET_ENCRYPTION, {"Bucket": bucket}, bucket=bucket)
+        except ObjectChangedError:  # ServerSideEncryptionConfigurationNotFoundError (404)
+            return None
+        config: dict[str, Any] = resp["ServerSideEncryptionConfiguration"]
+        return config
+
+    async def put_bucket_encryption(self, bucket: str, document: Mapping[str, Any]) -> None:
+        await self._send(Op.PUT_BUCKET_ENCRYPTION, {"Bucket": bucket,
+                                                    "ServerSideEncryptionConfiguration": dict(document)},
+                         bucket=bucket)
+
+    async def delete_bucket_encryption(self, bucket: str) -> None:
+        await self._send(Op.DELETE_BUCKET_ENCRYPTION, {"Bucket": bucket}, bucket=bucket)
+
+    async def bucket_website(self, bucket: str) -> bool:
+        """GetBucketWebsite: True when the bucket has a website configuration, False on 404."""
+        try:
+            await self._send(Op.GET_BUCKET_WEBSITE, {"Bucket": bucket}, bucket=bucket)
+        except ObjectChangedError:  # NoSuchWebsiteConfiguration
+            return False
+        return True
+
+
+__all__ = ["S3", "Op"]

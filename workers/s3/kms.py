@@ -1,0 +1,85 @@
+"""The KMS boundary: the four KMS operations rekey sends, typed, failures classified like S3's."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from workers.errors import classify_s3_error
+from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session, on_attempt
+
+
+class KmsOp(StrEnum):
+    ENCRYPT = "encrypt"
+    DECRYPT = "decrypt"
+    GENERATE_DATA_KEY = "generate_data_key"
+    DESCRIBE_KEY = "describe_key"
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """A data key from GenerateDataKey or Decrypt: the plaintext (secret) and the KMS key that wrapped it."""
+
+    plaintext: bytes = field(repr=False)
+    ciphertext: bytes = b""
+    key_id: str = ""
+
+
+class Kms:
+    """One aiobotocore KMS client. Use as `async with Kms.open(endpoint) as kms:`."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.requests = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, endpoint: Endpoint) -> AsyncIterator[Kms]:
+        session = new_session(endpoint)
+        with connect_errors():
+            cm = session.create_client("kms", **client_kwargs(endpoint))
+        async with contextlib.AsyncExitStack() as stack:
+            with connect_errors():
+                client = await stack.enter_async_context(cm)
+            client.meta.events.register("needs-retry.kms", on_attempt)
+            yield cls(client)
+
+    async def _send(self, op: KmsOp, key: str, **params: Any) -> dict[str, Any]:
+        self.requests += 1
+        try:
+            result: dict[str, Any] = await getattr(self._client, op.value)(**params)
+            return result
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            raise classify_s3_error(exc, op=f"kms:{op.value}", key=key) from None
+
+    async def encrypt(self, key_id: str, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        """The ciphertext blob of `plaintext` under `key_id` and `context`."""
+        resp = await self._send(KmsOp.ENCRYPT, key_id, KeyId=key_id, Plaintext=plaintext,
+                                EncryptionContext=dict(context))
+        return bytes(resp["CiphertextBlob"])
+
+    async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> DataKey:
+        """A new AES-256 data key, in the clear and wrapped."""
+        resp = await self._send(KmsOp.GENERATE_DATA_KEY, key_id, KeyId=key_id, KeySpec="AES_256",
+                                EncryptionContext=dict(context))
+        return DataKey(bytes(resp["Plaintext"]), bytes(resp["CiphertextBlob"]), str(resp.get("KeyId") or ""))
+
+    async def decrypt(self, ciphertext: bytes, context: Mapping[str, str], key_id: str = "") -> DataKey:
+        """Unwrap a ciphertext blob (`key_id` empty: the blob names its key)."""
+        extra = {"KeyId": key_id} if key_id else {}
+        resp = await self._send(KmsOp.DECRYPT, key_id, CiphertextBlob=ciphertext,
+                                EncryptionContext=dict(context), **extra)
+        return DataKey(bytes(resp["Plaintext"]), ciphertext, str(resp.get("KeyId") or ""))
+
+    async def key_arn(self, key_id: str) -> str | None:
+        """DescribeKey: the key's ARN."""
+        resp = await self._send(KmsOp.DESCRIBE_KEY, key_id, KeyId=key_id)
+        arn = (resp.get("KeyMetadata") or {}).get("Arn")
+        return str(arn) if arn else None
