@@ -90,15 +90,32 @@ def _find_weed() -> str:
     )
 
 
-def _moto_command(port: int) -> list[str]:
-    beside = Path(sys.executable).parent / "moto_server"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside), "-H", HOST, "-p", str(port)]
+def _moto_command(port: int, state: Path) -> list[str]:
+    """moto's server through engine.sandbox_kms, which keeps the KMS keys in `state` across restarts."""
     try:
         import moto.server  # noqa: F401  (only checks it is installed; it runs in a child process)
     except ImportError as exc:
         raise SandboxError(f"moto server not installed: {_INSTALL_HINT}") from exc
-    return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    return [sys.executable, "-m", "engine.sandbox_kms", "--host", HOST, "--port", str(port), "--state", str(state)]
+
+
+IDENTITY_FILE = "sandbox.json"   # in a kept workdir: credentials and KMS port, the same on every start
+
+
+def _identity(workdir: Path, kms_port: int, *, keep: bool) -> dict[str, Any]:
+    """Credentials and the KMS port: read back from a kept workdir, else new (and saved 0600 when kept)."""
+    path = workdir / IDENTITY_FILE
+    if keep and path.exists():
+        saved: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return saved
+    ident = {"access_key": "RK" + secrets.token_hex(9).upper(), "secret_key": secrets.token_urlsafe(30),
+             "limited_access_key": "RL" + secrets.token_hex(9).upper(),
+             "limited_secret_key": secrets.token_urlsafe(30), "kms_port": kms_port or _free_port()}
+    if keep:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(ident, f)
+    return ident
 
 
 def _free_port() -> int:
@@ -317,15 +334,19 @@ class Sandbox:
         for sub in ("logs", "data", "sock"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
         cert, _ = write_self_signed_cert(workdir)
-        kms_port = self._kms_port or _free_port()
+        ident = _identity(workdir, self._kms_port, keep=not self._own_workdir)
+        kms_port = int(ident["kms_port"])
+        if _port_in_use(kms_port):
+            raise SandboxError(f"cannot start the sandbox's KMS: port {kms_port} (kept in {workdir / IDENTITY_FILE}) "
+                               "is in use; stop what uses it, or remove that file for a new port and credentials")
         self._info = SandboxInfo(
             s3_http=f"http://{HOST}:{self._s3_port}",
             s3_https=f"https://{HOST}:{self._https_port}",
             kms_url=f"http://{HOST}:{kms_port}",
-            access_key="RK" + secrets.token_hex(9).upper(),
-            secret_key=secrets.token_urlsafe(30),
-            limited_access_key="RL" + secrets.token_hex(9).upper(),
-            limited_secret_key=secrets.token_urlsafe(30),
+            access_key=str(ident["access_key"]),
+            secret_key=str(ident["secret_key"]),
+            limited_access_key=str(ident["limited_access_key"]),
+            limited_secret_key=str(ident["limited_secret_key"]),
             region=REGION,
             ca_bundle=str(cert),
             workdir=str(workdir),
@@ -337,9 +358,9 @@ class Sandbox:
             sse_key.write_text(secrets.token_urlsafe(32))
             sse_key.chmod(0o600)
         # Both start at once (SeaweedFS only calls KMS on an SSE-KMS request): about 1 s saved.
-        self._moto = self._spawn(_moto_command(kms_port), "moto.log", {})
+        moto = self._spawn_kms(kms_port)
         self._spawn_weed(weed)
-        self._wait("moto KMS", self._moto, workdir / "logs" / "moto.log", self._kms_ready)
+        self._wait("moto KMS", moto, workdir / "logs" / "moto.log", self._kms_ready)
         self._wait_weed()
         return self._info
 
@@ -358,6 +379,28 @@ class Sandbox:
             self._terminate(self._weed)
             self._weed = None
             _remove_grpc_sockets()
+
+    def stop_kms(self) -> None:
+        """Stop moto KMS only (its keys stay in the workdir's kms-keys.json)."""
+        with self._lock:
+            self._terminate(self._moto)
+            self._moto = None
+
+    def start_kms(self) -> None:
+        """Start moto KMS again on the same port, with the keys it had (after `stop_kms`)."""
+        with self._lock:
+            if self._info is None or self._workdir is None:
+                raise SandboxError("sandbox is not started")
+            if self._moto is None:
+                moto = self._spawn_kms(int(self._info.kms_url.rsplit(":", 1)[1]))
+                self._wait("moto KMS", moto, self._workdir / "logs" / "moto.log", self._kms_ready)
+
+    def _spawn_kms(self, port: int) -> subprocess.Popen[bytes]:
+        assert self._workdir is not None
+        repo = str(Path(__file__).resolve().parent.parent)
+        self._moto = self._spawn(_moto_command(port, self._workdir / "kms-keys.json"), "moto.log",
+                                 {"PYTHONPATH": os.pathsep.join(filter(None, (repo, os.environ.get("PYTHONPATH"))))})
+        return self._moto
 
     def stop(self) -> None:
         """Stop both servers and remove the workdir if the sandbox created it. Safe to call twice."""

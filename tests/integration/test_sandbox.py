@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,3 +124,31 @@ def test_restart_keeps_sse_s3_and_sse_kms_objects_readable(
     assert read_back(s3, bucket, "s3.bin") == b"sse-s3 survives"
     assert read_back(s3, bucket, "kms.bin") == b"sse-kms survives"
     assert s3.head_object(Bucket=bucket, Key="kms.bin")["ServerSideEncryption"] == "aws:kms"
+
+
+def test_restart_of_kms_and_s3_keeps_sse_kms_objects_readable(sandbox_handle: Sandbox, s3: Any, bucket: str,
+                                                              kms_key: str) -> None:
+    """moto keeps keys in memory: the sandbox keeps them in its workdir (0600), so a restart of both servers
+    (as `rekey sandbox --workdir` does) finds them."""
+    s3.put_object(Bucket=bucket, Key="kms.bin", Body=b"kms survives", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId=kms_key)
+    kms_url = sandbox_handle.info.kms_url
+    sandbox_handle.stop_s3()
+    sandbox_handle.stop_kms()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", urlsplit(kms_url).port or 80), timeout=2).close()
+    sandbox_handle.start_kms()
+    sandbox_handle.start_s3()
+    assert read_back(s3, bucket, "kms.bin") == b"kms survives"
+    state = Path(sandbox_handle.info.workdir, "kms-keys.json")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert kms_key in state.read_text()
+
+
+def test_kept_workdir_keeps_credentials_and_kms_port(tmp_path: Path) -> None:
+    from engine.sandbox import IDENTITY_FILE, _identity
+    first = _identity(tmp_path, 0, keep=True)
+    second = _identity(tmp_path, 0, keep=True)
+    assert first == second and first["kms_port"] > 0
+    assert stat.S_IMODE((tmp_path / IDENTITY_FILE).stat().st_mode) == 0o600
+    assert _identity(tmp_path / "other", 0, keep=False)["access_key"] != first["access_key"]
