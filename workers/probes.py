@@ -31,6 +31,13 @@ class UnsafeTargetError(FatalError):
     """The endpoint accepts the target encryption but does not apply it."""
 
 
+class TargetRefusedError(FatalError):
+    """The endpoint refuses writes in the target encryption (an unknown KMS key, encryption headers refused)."""
+
+
+_KMS_MODES = (Mode.SSE_KMS, Mode.DSSE_KMS)
+
+
 async def check_bucket(s3: S3, bucket: str, role: str) -> None:
     """HeadBucket: a missing or inaccessible bucket stops the run before any object is touched."""
     try:
@@ -84,20 +91,47 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
     key = probe_key(prefix)
     read = target if target.mode == Mode.SSE_C else None
     try:
-        await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe",
-                                                                    encryption=target)))
-    except (FatalError, RetryableError):
+        put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe",
+                                                                          encryption=target)))
+    except (FatalError, RetryableError) as exc:
+        if target.mode in _KMS_MODES and not isinstance(exc, CredentialsError) and \
+                await _plain_put_works(s3, bucket, prefix, retry):
+            # Only the KMS key differs from a write the server takes: name the key, not the server.
+            raise TargetRefusedError(
+                f"target.kms_key_id: the server cannot encrypt with KMS key {target.kms_key_id} (does it exist, "
+                f"and may the server use it?): {exc.message}", bucket=bucket, op="probe put") from None
         raise  # not an answer about the encryption
     except RekeyError as exc:
-        return None if "denied" in exc.message.lower() else f"PutObject with the target encryption failed: {exc}"
+        if "denied" in exc.message.lower():
+            return None  # a policy on the scratch key: inconclusive, per-object checks still run
+        raise TargetRefusedError(f"the endpoint refuses {target.mode.value} writes: {exc.message}",
+                                 bucket=bucket, op="probe put") from None
     try:
         head = await _retried(retry, "probe head", lambda: s3.head(bucket, key, read_enc=read))
         return sse.mismatch(head.encryption, target)
     finally:
-        try:
-            await _retried(retry, "probe delete", lambda: s3.delete(bucket, key))
-        except RekeyError:
-            pass
+        await delete_scratch(s3, bucket, key, put.version_id, retry)
+
+
+async def delete_scratch(s3: S3, bucket: str, key: str, version_id: str | None, retry: Retrier | None = None) -> None:
+    """Delete a scratch object. In a versioned bucket the version written is deleted by its id: a plain
+    DELETE would leave it and add a delete marker."""
+    version = version_id if version_id and version_id != "null" else None
+    try:
+        await _retried(retry, "probe delete", lambda: s3.delete(bucket, key, version_id=version))
+    except RekeyError:
+        pass
+
+
+async def _plain_put_works(s3: S3, bucket: str, prefix: str, retry: Retrier | None) -> bool:
+    """Does the server take a scratch PUT without encryption headers? (Tells a KMS key problem apart.)"""
+    key = probe_key(prefix)
+    try:
+        put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe")))
+    except RekeyError:
+        return False
+    await delete_scratch(s3, bucket, key, put.version_id, retry)
+    return True
 
 
 async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption, *,
@@ -106,15 +140,18 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
     src_key, dst_key = probe_key(prefix), probe_key(prefix)
     size = 5 * 1024 * 1024 + 64
     data = os.urandom(size)
+    versions: dict[str, str | None] = {}
     try:
-        await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, src_key, data)))
+        versions[src_key] = (await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, src_key, data)))
+                             ).version_id
         upload_id = await s3.create_upload(CreateUpload(bucket, dst_key, encryption=target))
         try:
             parts = []
             for number, (start, end) in enumerate(((0, 5 * 1024 * 1024 - 1), (5 * 1024 * 1024, size - 1)), 1):
                 parts.append(await s3.upload_part_copy(bucket, dst_key, upload_id, number, Source(bucket, src_key),
                                                        start, end, encryption=target))
-            await s3.complete_upload(bucket, dst_key, upload_id, parts, encryption=target)
+            versions[dst_key] = (await s3.complete_upload(bucket, dst_key, upload_id, parts, encryption=target)
+                                 ).version_id
         except RekeyError:
             await s3.abort_upload(bucket, dst_key, upload_id)
             return False
@@ -130,7 +167,5 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
         return False
     finally:
         for key in (src_key, dst_key):
-            try:
-                await s3.delete(bucket, key)
-            except RekeyError:
-                pass
+            if key in versions or key == dst_key:
+                await delete_scratch(s3, bucket, key, versions.get(key))

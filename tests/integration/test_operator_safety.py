@@ -205,3 +205,47 @@ def test_read_only_folder_other_config_and_full_disk(sandbox: SandboxInfo, s3: A
 def s3_kms_key(sandbox: SandboxInfo) -> str:
     from engine.sandbox import create_kms_key
     return create_kms_key(sandbox, description="another key")
+
+
+def test_unknown_kms_key_and_missing_bucket_are_one_line(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                         tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="a", Body=b"a")
+    missing_key = "0d1f2b5e-0000-4000-8000-000000000000"
+    config = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket),
+        "target": {"mode": "sse-kms", "kms_key_id": missing_key},
+        "run": {"checkpoint": str(tmp_path / "cp.sqlite"), "max_retries": 1},
+    })
+    result = run_rekey(sandbox, "run", "-q", "-c", str(config))
+    assert result.returncode == 3, result.describe()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"rekey: error: probe put s3://{bucket}: target.kms_key_id: the server cannot encrypt with KMS key "
+        f"{missing_key}"), result.describe()
+    assert s3.head_object(Bucket=bucket, Key="a").get("ServerSideEncryption") is None  # nothing written
+
+    audit = run_rekey(sandbox, "audit", "--bucket", "no-such-bucket-here", "--endpoint-url", sandbox.s3_http)
+    assert audit.returncode == 3, audit.describe()
+    assert audit.stderr.strip().splitlines() == [
+        "rekey: error: list_objects_v2 s3://no-such-bucket-here: bucket does not exist"], audit.describe()
+
+
+def test_probes_leave_no_version_or_marker_in_a_versioned_bucket(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                                 kms_key: str, tmp_path: Path) -> None:
+    from tests.cli_helpers import write_key_file
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="data/a", Body=b"a")
+    sse_c = write_key_file(tmp_path, "c.key", os.urandom(32))
+    for name, target in (("kms", {"mode": "sse-kms", "kms_key_id": kms_key}),
+                         ("ssec", {"mode": "sse-c", "sse_c_key_file": str(sse_c)})):
+        config = write_config(tmp_path, {
+            "source": source_section(sandbox, bucket), "target": target,
+            "run": {"checkpoint": str(tmp_path / f"{name}.sqlite")},
+        }, f"{name}.toml")
+        result = run_rekey(sandbox, "run", "-q", "-c", str(config))
+        assert result.returncode == 0, result.describe()
+    listed = s3.list_object_versions(Bucket=bucket)
+    left = [v["Key"] for v in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+            if ".rekey-probe-" in v["Key"]]
+    assert left == []
+    assert {v["Key"] for v in listed.get("Versions", [])} == {"data/a"}
