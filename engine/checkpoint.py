@@ -2,6 +2,10 @@
 
 All access goes through one connection used from one thread at a time (the engine's checkpoint
 limiter), so there is a single writer. Rows hold no key material: only key MD5s and fingerprints.
+
+`totals` holds objects and bytes per (state, source mode, action), kept by triggers in the same
+transaction as every write to `objects`: `rekey status` and the report's summary read it instead of
+scanning a row per object.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +49,10 @@ CREATE TABLE IF NOT EXISTS objects (
     listed_at REAL,
     started_at REAL,
     finished_at REAL,
+    actor TEXT,
+    queued_run INTEGER,
     PRIMARY KEY (key, version_id)
 );
-CREATE INDEX IF NOT EXISTS objects_state ON objects (state);
 CREATE TABLE IF NOT EXISTS uploads (
     key TEXT NOT NULL,
     version_id TEXT NOT NULL DEFAULT '',
@@ -76,6 +81,65 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
+# Columns added after the first schema: (name, declaration) for ALTER TABLE on older checkpoints.
+_ADDED_COLUMNS = (("actor", "TEXT"), ("queued_run", "INTEGER"))
+
+# The index for unfinished rows in key order (replaces the old one on state alone), and the aggregates.
+_SCHEMA_AFTER_COLUMNS = """
+DROP INDEX IF EXISTS objects_state;
+CREATE INDEX IF NOT EXISTS objects_state_key ON objects (state, key, version_id);
+CREATE TABLE IF NOT EXISTS totals (
+    state TEXT NOT NULL,
+    source_mode TEXT NOT NULL,
+    action TEXT NOT NULL,
+    objects INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    bytes_copied INTEGER NOT NULL DEFAULT 0,
+    bytes_through_client INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (state, source_mode, action)
+);
+CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON objects BEGIN
+    INSERT OR IGNORE INTO totals (state, source_mode, action)
+        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
+    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
+        bytes_copied = bytes_copied + NEW.bytes_copied,
+        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
+        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
+        AND action = COALESCE(NEW.action, '');
+END;
+CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON objects BEGIN
+    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
+        bytes_copied = bytes_copied - OLD.bytes_copied,
+        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
+        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
+        AND action = COALESCE(OLD.action, '');
+END;
+CREATE TRIGGER IF NOT EXISTS totals_update
+AFTER UPDATE OF state, source_mode, action, size, bytes_copied, bytes_through_client, retries ON objects BEGIN
+    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
+        bytes_copied = bytes_copied - OLD.bytes_copied,
+        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
+        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
+        AND action = COALESCE(OLD.action, '');
+    INSERT OR IGNORE INTO totals (state, source_mode, action)
+        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
+    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
+        bytes_copied = bytes_copied + NEW.bytes_copied,
+        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
+        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
+        AND action = COALESCE(NEW.action, '');
+END;
+"""
+_REBUILD_TOTALS = """
+DELETE FROM totals;
+INSERT INTO totals (state, source_mode, action, objects, bytes, bytes_copied, bytes_through_client, retries)
+    SELECT state, COALESCE(source_mode, ''), COALESCE(action, ''), COUNT(*), COALESCE(SUM(size), 0),
+           COALESCE(SUM(bytes_copied), 0), COALESCE(SUM(bytes_through_client), 0), COALESCE(SUM(retries), 0)
+    FROM objects GROUP BY 1, 2, 3;
+"""
+UNFINISHED_PAGE = 1000  # rows per read of unfinished objects
+
 TODO_STATES = (State.PENDING.value, State.IN_PROGRESS.value, State.FAILED.value, State.CHANGED.value)
 
 
@@ -99,6 +163,7 @@ class ObjectRow:
     bytes_copied: int
     bytes_through_client: int
     plaintext_sha256: str | None
+    actor: str | None = None
 
     def ref(self) -> ObjectRef:
         return ObjectRef(self.key, self.size, self.etag, self.version_id or None)
@@ -128,8 +193,19 @@ def _row(r: sqlite3.Row) -> ObjectRow:
         state=State(r["state"]), attempts=r["attempts"], retries=r["retries"],
         last_error=r["last_error"], error_kind=r["error_kind"], new_etag=r["new_etag"],
         bytes_copied=r["bytes_copied"], bytes_through_client=r["bytes_through_client"],
-        plaintext_sha256=r["plaintext_sha256"],
+        plaintext_sha256=r["plaintext_sha256"], actor=r["actor"] if "actor" in r.keys() else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Objects and bytes of one group of rows, from the aggregates."""
+
+    objects: int = 0
+    bytes: int = 0
+    bytes_copied: int = 0
+    bytes_through_client: int = 0
+    retries: int = 0
 
 
 class Checkpoint:
@@ -138,6 +214,7 @@ class Checkpoint:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.run_id = 0  # the run that has this checkpoint open (begin_run), 0 when only read
 
     # --- opening -----------------------------------------------------------------------------------
 
@@ -154,6 +231,8 @@ class Checkpoint:
         try:
             conn = _connect_read_only(path) if read_only else _connect(path, exists=exists)
             cp = cls(conn, path)
+            if not read_only:
+                cp._upgrade()
             stored = cp.get_meta("fingerprint")
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(database_error_message(path, exc)) from None
@@ -176,6 +255,20 @@ class Checkpoint:
                 f"{path}: checkpoint was written for another configuration ({written}); "
                 f"use the original config, or another [run] checkpoint path to start afresh")
         return cp
+
+    def _upgrade(self) -> None:
+        """Bring a checkpoint written by an earlier version up to this schema (columns, index, totals)."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(objects)")}
+        with self._tx():
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE objects ADD COLUMN {name} {decl}")
+        self._conn.executescript(_SCHEMA_AFTER_COLUMNS)
+        if self.get_meta("totals") != "1":   # older checkpoint: totals from one scan, then kept by triggers
+            with self._tx():
+                for statement in _REBUILD_TOTALS.strip().split(";\n"):
+                    self._conn.execute(statement)
+                self._set_meta("totals", "1")
 
     def close(self) -> None:
         self._conn.close()
@@ -217,7 +310,8 @@ class Checkpoint:
     def add_listed(self, refs: Iterable[ObjectRef], *, position: str, done: bool) -> list[ObjectRef]:
         """Record a listed page and the listing position in one transaction.
 
-        Returns the refs that need work: new ones, and known ones not done for this ETag.
+        Returns the refs that need work: new ones, and known ones not done for this ETag, except those this
+        run already queued from its unfinished rows (see take_unfinished).
         """
         now = time.time()
         todo: list[ObjectRef] = []
@@ -232,8 +326,10 @@ class Checkpoint:
                     todo.append(ref)
                     continue
                 row = self._conn.execute(
-                    "SELECT state, etag, new_etag FROM objects WHERE key = ? AND version_id = ?",
+                    "SELECT state, etag, new_etag, queued_run FROM objects WHERE key = ? AND version_id = ?",
                     (ref.key, vid)).fetchone()
+                if self.run_id and row["queued_run"] == self.run_id:
+                    continue  # already on its way in this run
                 if row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
                         row["etag"], row["new_etag"]):
                     continue  # finished in an earlier pass and unchanged since
@@ -245,8 +341,43 @@ class Checkpoint:
             self._set_meta("listing_done", "1" if done else "0")
         return todo
 
+    def take_unfinished(self, after: tuple[str, str, str] | None, *, by_key: bool = False,
+                        limit: int = UNFINISHED_PAGE) -> list[ObjectRow]:
+        """The next page of objects listed earlier and not finished (pending, interrupted, failed, changed),
+        state by state in key order after `after` = (state, key, version id); each is marked queued by this
+        run so the listing does not hand it out again. `by_key`: every version of a key is marked."""
+        state, key, vid = after or (TODO_STATES[0], "", "")
+        rows: list[ObjectRow] = []
+        for s in TODO_STATES[TODO_STATES.index(state):]:
+            cur = self._conn.execute(
+                "SELECT * FROM objects WHERE state = ? AND (key, version_id) > (?, ?) "
+                "AND queued_run IS NOT ? ORDER BY key, version_id LIMIT ?",
+                (s, key, vid, self.run_id, limit - len(rows)))
+            rows += [_row(r) for r in cur]
+            if len(rows) >= limit:
+                break
+            key, vid = "", ""
+        if rows:
+            with self._tx():
+                if by_key:
+                    self._conn.executemany("UPDATE objects SET queued_run = ? WHERE key = ?",
+                                           [(self.run_id, k) for k in dict.fromkeys(r.key for r in rows)])
+                else:
+                    self._conn.executemany("UPDATE objects SET queued_run = ? WHERE key = ? AND version_id = ?",
+                                           [(self.run_id, r.key, r.version_id) for r in rows])
+        return rows
+
+    def queued_keys(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` this run already queued (versioned runs: a key is one group)."""
+        found: set[str] = set()
+        for key in dict.fromkeys(keys):
+            if self._conn.execute("SELECT 1 FROM objects WHERE key = ? AND queued_run = ? LIMIT 1",
+                                  (key, self.run_id)).fetchone():
+                found.add(key)
+        return found
+
     def unfinished(self) -> list[ObjectRow]:
-        """Objects listed earlier and not finished (pending, interrupted, failed, changed), in key order."""
+        """Every unfinished row, in key order (small checkpoints and tests; runs page with take_unfinished)."""
         cur = self._conn.execute(
             f"SELECT * FROM objects WHERE state IN ({','.join('?' * len(TODO_STATES))}) ORDER BY key",
             TODO_STATES)
@@ -261,20 +392,23 @@ class Checkpoint:
                 "UPDATE objects SET state = 'in_progress', attempts = attempts + 1, started_at = ? "
                 "WHERE key = ? AND version_id = ?", [(now, k, v) for k, v in keys])
 
-    def record_outcomes(self, outcomes: Iterable[Outcome]) -> None:
+    def record_outcomes(self, outcomes: Sequence[Outcome], actors: Sequence[str | None] = ()) -> None:
+        """Outcomes, each with the name of the actor that finished it (the executor's, "local" when local)."""
         now = time.time()
+        who = list(actors) + [None] * (len(outcomes) - len(actors))
         with self._tx():
             self._conn.executemany(
                 "UPDATE objects SET state = ?, action = ?, source_mode = ?, target_mode = ?, "
                 "last_error = ?, error_kind = ?, new_etag = COALESCE(?, new_etag), "
                 "bytes_copied = ?, bytes_through_client = ?, retries = retries + ?, "
-                "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ? "
+                "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ?, actor = ? "
                 "WHERE key = ? AND version_id = ?",
                 [(o.state.value, o.action.value,
                   o.source_mode.value if o.source_mode else None,
                   o.target_mode.value if o.target_mode else None,
                   o.error, o.error_kind, o.new_etag, o.bytes_copied, o.bytes_through_client, o.retries,
-                  o.plaintext_sha256, now, o.key, o.version_id or "") for o in outcomes])
+                  o.plaintext_sha256, now, actor, o.key, o.version_id or "") for o, actor in zip(outcomes, who,
+                                                                                              strict=True)])
 
     def get(self, key: str, version_id: str = "") -> ObjectRow | None:
         r = self._conn.execute("SELECT * FROM objects WHERE key = ? AND version_id = ?",
@@ -293,20 +427,33 @@ class Checkpoint:
             yield _row(r)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """{state: {"objects": n, "bytes": b}} over all rows."""
-        out: dict[str, dict[str, int]] = {}
-        for r in self._conn.execute("SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM objects GROUP BY state"):
-            out[r[0]] = {"objects": int(r[1]), "bytes": int(r[2])}
-        return out
+        """{state: {"objects": n, "bytes": b}} over all rows, from the aggregates."""
+        return {k: {"objects": t.objects, "bytes": t.bytes} for k, t in self.totals_by("state").items()}
 
     def counts_by(self, column: str) -> dict[str, dict[str, int]]:
-        if column not in ("source_mode", "target_mode", "action", "state"):
+        return {k: {"objects": t.objects, "bytes": t.bytes} for k, t in self.totals_by(column).items()}
+
+    def totals_by(self, column: str) -> dict[str, Totals]:
+        """Aggregates grouped by state, source_mode or action ("" -> "unknown"); groups now empty left out."""
+        if column not in ("source_mode", "action", "state"):
             raise ValueError(column)
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, Totals] = {}
+        source = "totals" if self.get_meta("totals") == "1" else (   # read-only and older: one scan
+            "(SELECT state, COALESCE(source_mode, '') AS source_mode, COALESCE(action, '') AS action, "
+            "1 AS objects, size AS bytes, bytes_copied, bytes_through_client, retries FROM objects)")
         for r in self._conn.execute(
-                f"SELECT COALESCE({column}, ''), COUNT(*), COALESCE(SUM(size), 0) FROM objects GROUP BY 1"):
-            out[r[0] or "unknown"] = {"objects": int(r[1]), "bytes": int(r[2])}
+                f"SELECT {column}, SUM(objects), SUM(bytes), SUM(bytes_copied), SUM(bytes_through_client), "
+                f"SUM(retries) FROM {source} GROUP BY 1 HAVING SUM(objects) > 0"):
+            out[r[0] or "unknown"] = Totals(*(int(v) for v in r[1:]))
         return out
+
+    def sample(self, states: Iterable[State], limit: int) -> list[ObjectRow]:
+        """Up to `limit` rows in these states, in key order per state (the summary's list of failures)."""
+        rows: list[ObjectRow] = []
+        for s in states:
+            rows += [_row(r) for r in self._conn.execute(
+                "SELECT * FROM objects WHERE state = ? ORDER BY key, version_id LIMIT ?", (s.value, limit))]
+        return sorted(rows, key=lambda r: (r.key, r.version_id))[:limit]
 
     # --- multipart uploads ------------------------------------------------------------------------------
 
@@ -349,6 +496,9 @@ class Checkpoint:
             self._conn.execute("DELETE FROM uploads WHERE key = ? AND version_id = ? AND upload_id = ?",
                                (key, version_id, upload_id))
 
+    def upload_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+
     def upload_keys(self) -> set[tuple[str, str]]:
         """(key, version id) of objects with a recorded upload or upload intent."""
         return {(r[0], r[1]) for r in self._conn.execute("SELECT key, version_id FROM uploads")}
@@ -358,12 +508,16 @@ class Checkpoint:
     def begin_run(self) -> int:
         with self._tx():
             cur = self._conn.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
-            return int(cur.lastrowid or 0)
+            self.run_id = int(cur.lastrowid or 0)
+            return self.run_id
 
     def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
         with self._tx():
             self._conn.execute("UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?",
                                (time.time(), exit_code, json.dumps(summary, sort_keys=True), run_id))
+
+    def run_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]

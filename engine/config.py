@@ -7,7 +7,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,15 @@ class RunSettings:
     processes: int = 1
     max_retries: int = 6
     copy_first: bool = True
+    executor: str = "local"          # "local": this process; "ray": actors on a Ray cluster ([ray])
+
+
+@dataclass(frozen=True, slots=True)
+class RaySettings:
+    """`[ray]`: where the actors of `executor = "ray"` run."""
+
+    address: str | None = None       # "auto", "host:port", "ray://host:10001"; None: a local Ray on this machine
+    actors: int | None = None        # None: one per CPU of the cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,9 @@ class Config:
     kms: Endpoint | None
     run: RunSettings
     path: str = ""
+    ray: RaySettings = field(default_factory=RaySettings)
+    text: str = field(default="", repr=False)   # the TOML as read (file paths, no key material): Ray actors
+                                                # parse it on their own node and load the key files there
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the outcome of a run (not speed settings, not secrets)."""
@@ -196,8 +208,10 @@ _ALLOWED: dict[str, set[str]] = {
     "kms": {"endpoint_url", "region", "profile", "ca_bundle"},
     "run": {"checkpoint", "concurrency", "part_size", "multipart_threshold", "verify",
             "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries",
-            "lean_requests", "copy_first"},
+            "lean_requests", "copy_first", "executor"},
+    "ray": {"address", "actors"},
 }
+EXECUTORS = ("local",)
 
 
 def parse_size(value: Any, where: str) -> int:
@@ -408,12 +422,28 @@ def _processes(sec: _Section) -> int:
     return value
 
 
+def _executor(sec: _Section) -> str:
+    value = sec.text("executor", "local") or "local"
+    if value not in EXECUTORS:
+        raise ConfigError(f"{sec.where('executor')}: unknown value {value!r} (one of \"local\", \"ray\")")
+    return value
+
+
+def _ray(data: Any) -> RaySettings:
+    sec = _Section("ray", data)
+    address = sec.text("address")
+    if address is not None and address != "auto" and not re.match(r"^(ray://)?[^\s:/]+:\d+$", address):
+        raise ConfigError(f"ray.address: expected \"auto\", \"host:port\" or \"ray://host:10001\", got {address!r}")
+    actors = sec.number("actors", 1, maximum=10_000) if "actors" in sec.data else None
+    return RaySettings(address=address, actors=actors)
+
+
 def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str = "") -> Config:
     """Validate a parsed TOML document. `base` resolves relative file paths (the config's folder)."""
     base = base or Path.cwd()
-    unknown = sorted(set(data) - {"source", "destination", "target", "kms", "run"})
+    unknown = sorted(set(data) - {"source", "destination", "target", "kms", "run", "ray"})
     if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section (allowed: source, destination, target, kms, run)")
+        raise ConfigError(f"{unknown[0]}: unknown section (allowed: source, destination, target, kms, run, ray)")
     if "source" not in data:
         raise ConfigError("source: required section")
     if "target" not in data:
@@ -444,6 +474,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         processes=_processes(run_sec),
         max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
         copy_first=bool(run_sec.flag("copy_first", True)),
+        executor=_executor(run_sec),
     )
     pool = concurrency * 2 + 8
     lean = bool(run_sec.flag("lean_requests", True))
@@ -477,7 +508,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
     if "kms" in data:
         k = _Section("kms", data["kms"])
         kms = _endpoint(k, pool)
-    return Config(source, destination, target, kms, run, path)
+    return Config(source, destination, target, kms, run, path, _ray(data.get("ray")))
 
 
 def load_config(path: str | Path) -> Config:
@@ -495,4 +526,5 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: malformed TOML: {exc}") from None
-    return parse_config(data, base=p.resolve().parent, path=str(p))
+    config = parse_config(data, base=p.resolve().parent, path=str(p))
+    return replace(config, text=raw.decode("utf-8"))

@@ -12,20 +12,23 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.checkpoint import Checkpoint
+from engine.completion import CompletionReport
 from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
+from engine.executor import Batch, Executor, ExecutorStats, Finished, Item, ItemContext
+from engine.executor import process_one as process_one  # re-exported: the per-object entry point
+from engine.executor.local import LocalExecutor
 from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
-from engine.manifest import manifest_pages, trusted_skip
+from engine.manifest import manifest_pages
 from engine.progress import Progress
 from engine.retry import Retrier, Throttle
 from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
-from workers.errors import ConfigError, FatalError, ObjectGoneError, RekeyError
-from workers.job import CseSettings, Job
+from workers.errors import ConfigError, FatalError
+from workers.job import CseSettings, Job, UploadResume
 from workers.memory import MemoryBudget
-from workers.migrate import CAP_COPY_FIRST, describe_error, migrate_object
-from workers.model import Action, Encryption, Mode, ObjectRef, Outcome, State
-from workers.multipart import abandon
+from workers.migrate import CAP_COPY_FIRST
+from workers.model import Encryption, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
     check_bucket,
@@ -35,9 +38,7 @@ from workers.probes import (
 )
 from workers.s3 import S3, Endpoint, Kms
 from workers.update_encryption import CAP_UPDATE_ENCRYPTION, probe_update_encryption, why_not_applicable
-from workers.versions import migrate_versions
 
-Item = ObjectRef | list[ObjectRef]   # one object, or every version of one key (noncurrent != "keep")
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
 STREAM_BUFFERS = 6      # part buffers read-and-not-yet-written, and as many waiting to upload, for the whole run
 FLUSH_SECONDS = 0.5
@@ -57,6 +58,7 @@ class RunResult:
     interrupted: bool = False   # a stop (SIGINT/SIGTERM) came: in-flight objects were settled, others left
     fatal: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
+    executor: ExecutorStats = field(default_factory=lambda: ExecutorStats("local", 1))
 
 
 def check_transport(config: Config) -> None:
@@ -196,38 +198,20 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
         await acp.learn("upload_part_copy_into_sse_c", ok)
 
 
-async def process_one(job: Job, ref: ObjectRef) -> Outcome:
-    """migrate_object, with per-object errors turned into outcomes; fatal errors propagate."""
-    try:
-        return await migrate_object(job, ref)
-    except FatalError:
-        raise
-    except ObjectGoneError as exc:
-        # HeadObject says 404: deleted by someone else since it was listed. Nothing to re-encrypt.
-        return Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=None,
-                       target_mode=job.target.mode, version_id=ref.version_id,
-                       error=f"{exc.where()}: deleted since it was listed", error_kind=type(exc).__name__)
-    except RekeyError as exc:
-        state, reason = describe_error(exc)
-        return Outcome(key=ref.key, state=state, action=Action.SKIP if state == State.CHANGED else Action.COPY,
-                       source_mode=None, target_mode=job.target.mode, version_id=ref.version_id,
-                       error=reason, error_kind=type(exc).__name__)
-
-
 class Run:
     """The task graph of one run."""
 
-    def __init__(self, config: Config, job: Job, acp: AsyncCheckpoint, throttle: Throttle,
-                 progress: Progress, *, confirm_delete_noncurrent: bool = False,
+    def __init__(self, config: Config, job: Job, acp: AsyncCheckpoint, executor: Executor,
+                 progress: Progress, *, completion: CompletionReport | None = None,
                  stop: anyio.Event | None = None) -> None:
-        self.confirm_delete_noncurrent = confirm_delete_noncurrent
+        self.executor = executor
+        self.completion = completion
         self.stop = stop or anyio.Event()   # set: take no more objects; those in flight finish and are recorded
         self.versioned = (config.run.noncurrent != Noncurrent.KEEP and not config.source.manifest
                           and job.in_place)
         self.config = config
         self.job = job
         self.acp = acp
-        self.throttle = throttle
         self.progress = progress
         self.key_filter = KeyFilter.from_config(config)
         self.had_uploads: set[tuple[str, str]] = set()
@@ -242,19 +226,7 @@ class Run:
         cp = self.acp.sync
         self.had_uploads = await self.acp.run(cp.upload_keys)
         async with send:
-            sent: set[str] = set()
-            rows = await self.acp.run(cp.unfinished)
-            if self.versioned:   # a key left unfinished is done again as a whole group (see workers.versions)
-                for key in dict.fromkeys(row.key for row in rows):
-                    sent.add(key)
-                    group = await key_versions(self.job.source, self.job.src.bucket, key)
-                    if group:
-                        self.progress.discovered(len(group), sum(r.size for r in group))
-                        await send.send(group)
-            for row in [] if self.versioned else rows:
-                sent.add(row.key)
-                self.progress.discovered(1, row.size)
-                await send.send(row.ref())
+            await self._resend_unfinished(send)
             position, done = await self.acp.run(cp.listing_position)
             if done:
                 position = ""  # a new pass: picks up new or changed objects; done ones cost nothing
@@ -263,7 +235,8 @@ class Run:
                                                               self.key_filter, start_after=position):
                     flat = [r for g in groups for r in g]
                     todo = await self.acp.run(lambda r=flat, p=pos, d=last: cp.add_listed(r, position=p, done=d))
-                    keys = {r.key for r in todo} - sent
+                    keys = {r.key for r in todo}
+                    keys -= await self.acp.run(cp.queued_keys, keys)
                     for group in groups:
                         if group[0].key in keys:
                             self.progress.discovered(len(group), sum(r.size for r in group))
@@ -278,70 +251,101 @@ class Run:
                 if index is not None:
                     todo = await index.annotate(todo)
                 for ref in todo:
-                    if ref.key in sent:
-                        continue
                     self.progress.discovered(1, ref.size)
                     await send.send(ref)
 
+    async def _resend_unfinished(self, send: MemoryObjectSendStream[Item]) -> None:
+        """Objects an earlier run listed and did not finish, page by page (marked queued in the checkpoint,
+        so the listing that follows skips them): nothing per object is kept here."""
+        cp = self.acp.sync
+        after: tuple[str, str, str] | None = None
+        while True:
+            rows = await self.acp.run(lambda a=after: cp.take_unfinished(a, by_key=self.versioned))
+            if not rows:
+                return
+            after = (rows[-1].state.value, rows[-1].key, rows[-1].version_id)
+            if not self.versioned:
+                for row in rows:
+                    self.progress.discovered(1, row.size)
+                    await send.send(row.ref())
+                continue
+            for key in dict.fromkeys(row.key for row in rows):  # a key left unfinished is done again whole
+                group = await key_versions(self.job.source, self.job.src.bucket, key)
+                if group:
+                    self.progress.discovered(len(group), sum(r.size for r in group))
+                    await send.send(group)
+
     async def work(self, recv: MemoryObjectReceiveStream[Item],
-                   out: MemoryObjectSendStream[Outcome]) -> None:
+                   out: MemoryObjectSendStream[Finished]) -> None:
+        """One lane: take up to a batch of items as they come, hand them to the executor, pass the
+        outcomes on to the writer."""
         async with recv, out:
-            async for ref in recv:
+            async for first in recv:
                 if self.stop.is_set():
                     break   # what is left in the stream stays pending in the checkpoint
-                await self.throttle.acquire()
-                try:
-                    outcomes = await self.process(ref)
-                    if not isinstance(ref, list) and (ref.key, ref.version_id or "") in self.had_uploads:
-                        await self.drop_leftover_upload(ref)
-                finally:
-                    await self.throttle.release()
-                for outcome in outcomes:
-                    await out.send(outcome)
+                items = [first]
+                while len(items) < self.executor.batch_size:
+                    try:
+                        items.append(recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                batch = Batch(items, await self._resumes(items), self.acp.capabilities)
+                await out.send(await self.executor.migrate_batch(batch))
 
-    async def process(self, item: Item) -> list[Outcome]:
-        if isinstance(item, list):
-            return await migrate_versions(self.job, item, self.config.run.noncurrent.value,
-                                          confirmed=self.confirm_delete_noncurrent)
-        if self.config.source.manifest_trust_encryption and trusted_skip(item, self.job.target):
-            return [Outcome(key=item.key, state=State.SKIPPED, action=Action.SKIP, source_mode=item.listed_mode,
-                            target_mode=self.job.target.mode, new_etag=item.etag or None)]
-        return [await process_one(self.job, item)]
+    async def _resumes(self, items: list[Item]) -> dict[tuple[str, str], UploadResume]:
+        """The uploads the checkpoint holds for these objects: all of them when the executor can lose work
+        mid-run (an actor's uploads), else only those known at the start of the run."""
+        refs = [i for i in items if not isinstance(i, list)]
+        if not self.executor.looks_up_resumes:
+            refs = [r for r in refs if (r.key, r.version_id or "") in self.had_uploads]
+        if not refs:
+            return {}
+        found: dict[tuple[str, str], UploadResume] = {}
+        for ref in refs:
+            point = await self.acp.resume_point(ref)
+            if point is not None:
+                found[(ref.key, ref.version_id or "")] = point
+        return found
 
-    async def drop_leftover_upload(self, ref: ObjectRef) -> None:
-        """An object finished (or found already right) while an earlier run's upload for it is still
-        recorded: that upload is dead; abort it so nothing is left behind."""
-        point = await self.acp.resume_point(ref)
-        if point is not None:
-            await abandon(self.job, ref, point)
-
-    async def write(self, recv: MemoryObjectReceiveStream[Outcome]) -> None:
+    async def write(self, recv: MemoryObjectReceiveStream[Finished]) -> None:
+        """The checkpoint's one writer: outcomes in transactions of up to FLUSH_EVERY, then the
+        completion report (so it never holds more than the checkpoint)."""
         cp = self.acp.sync
         batch: list[Outcome] = []
+        actors: list[str] = []
         last = time.monotonic()
+
+        async def flush() -> None:
+            await self.acp.run(cp.record_outcomes, batch, actors)
+            if self.completion is not None:
+                self.completion.write(batch, actors)
+
         async with recv:
-            async for outcome in recv:
-                batch.append(outcome)
-                self.progress.finished(outcome)
+            async for finished in recv:
+                for outcome in finished.outcomes:
+                    batch.append(outcome)
+                    actors.append(finished.actor)
+                    self.progress.finished(outcome)
                 if len(batch) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
-                    await self.acp.run(cp.record_outcomes, batch)
-                    batch, last = [], time.monotonic()
+                    await flush()
+                    batch, actors, last = [], [], time.monotonic()
             if batch:
-                await self.acp.run(cp.record_outcomes, batch)
+                await flush()
 
     async def run(self, before_work: Callable[[], Awaitable[None]] | None = None) -> None:
         """Listing starts at once; the workers, which write, only once `before_work` (the preflight
         probes) has passed. Its error cancels the listing."""
-        n = self.config.run.concurrency
-        send, recv = anyio.create_memory_object_stream[Item](n)
-        out_send, out_recv = anyio.create_memory_object_stream[Outcome](n * 4)
+        lanes = self.executor.lanes
+        send, recv = anyio.create_memory_object_stream[Item](max(self.config.run.concurrency,
+                                                                  lanes * self.executor.batch_size))
+        out_send, out_recv = anyio.create_memory_object_stream[Finished](lanes * 4)
         async with anyio.create_task_group() as tg:
             lister, watcher = anyio.CancelScope(), anyio.CancelScope()
             tg.start_soon(self._list_until_stopped, lister, send)
             tg.start_soon(self._on_stop, lister, watcher)
             if before_work is not None:
                 await before_work()
-            for _ in range(n):
+            for _ in range(lanes):
                 tg.start_soon(self.work, recv.clone(), out_send.clone())
             recv.close()
             out_send.close()
@@ -376,8 +380,14 @@ def first_fatal(exc: BaseException) -> FatalError | None:
     return None
 
 
+def make_executor(config: Config, job: Job, throttle: Throttle, *, confirm_delete_noncurrent: bool) -> Executor:
+    """`[run] executor`: this process, or Ray actors (Ray imported only then)."""
+    ctx = ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent)
+    return LocalExecutor(ctx, throttle, concurrency=config.run.concurrency)
+
+
 async def run_migration(config: Config, progress: Progress, *, confirm_delete_noncurrent: bool = False,
-                        stop: anyio.Event | None = None) -> RunResult:
+                        stop: anyio.Event | None = None, completion_report: str | None = None) -> RunResult:
     """Run or resume a migration. Fatal errors are raised; per-object errors end up in the checkpoint."""
     check_transport(config)
     if config.run.noncurrent == Noncurrent.DELETE and not confirm_delete_noncurrent:
@@ -390,13 +400,19 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
     retrier = Retrier(throttle, max_retries=config.run.max_retries)
     result = RunResult(exit_code=0)
+    completion = CompletionReport(completion_report, config.destination.location.bucket) \
+        if completion_report else None
     try:
+        if completion is not None:
+            completion.open()
         async with open_clients(config) as (source, dest, kms):
             job = make_job(config, source, dest, acp, retrier, kms)
+            executor = make_executor(config, job, throttle, confirm_delete_noncurrent=confirm_delete_noncurrent)
             try:
                 await check_buckets(job)
-                await Run(config, job, acp, throttle, progress, confirm_delete_noncurrent=confirm_delete_noncurrent,
-                          stop=stop).run(lambda: preflight(config, job, acp))
+                async with executor.session():
+                    await Run(config, job, acp, executor, progress, completion=completion,
+                              stop=stop).run(lambda: preflight(config, job, acp))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:
@@ -404,8 +420,11 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                 raise
             finally:
                 result.requests = source.requests + (dest.requests if dest is not source else 0)
+                result.executor = executor.statistics()
     finally:
         progress.close()
+        if completion is not None:
+            completion.close()
         counts = await acp.run(cp.counts)
         result.counts = {k: v["objects"] for k, v in counts.items()}
         result.elapsed = time.monotonic() - started

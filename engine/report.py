@@ -1,15 +1,15 @@
-"""The end of a run in words and JSON: summary by state and mode, and the per-object completion report."""
+"""The end of a run in words and JSON: summary by state and mode (from the checkpoint's aggregates), and the
+objects, listed up to REPORT_OBJECTS_MAX (beyond, the streamed completion report has them: engine/completion.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import Checkpoint
+from engine.checkpoint import Checkpoint, ObjectRow, Totals
 from engine.config import Config
 from engine.pipeline import RunResult
 from workers.model import State
@@ -17,36 +17,58 @@ from workers.model import State
 REPORT_VERSION = 1
 
 
+REPORT_OBJECTS_MAX = 10_000  # objects listed in the JSON report; beyond, see the completion report
+
+
+def object_entry(r: ObjectRow) -> dict[str, Any]:
+    return {
+        "key": r.key,
+        "version_id": r.version_id or None,
+        "source_mode": r.source_mode.value if r.source_mode else None,
+        "target_mode": r.target_mode.value if r.target_mode else None,
+        "action": r.action.value if r.action else None,
+        "state": r.state.value,
+        "bytes": r.size,
+        "bytes_copied": r.bytes_copied,
+        "bytes_through_client": r.bytes_through_client,
+        "attempts": r.attempts,
+        "retries": r.retries,
+        "error": r.last_error,
+        "actor": r.actor,
+    }
+
+
 def object_entries(cp: Checkpoint) -> list[dict[str, Any]]:
-    return [
-        {
-            "key": r.key,
-            "version_id": r.version_id or None,
-            "source_mode": r.source_mode.value if r.source_mode else None,
-            "target_mode": r.target_mode.value if r.target_mode else None,
-            "action": r.action.value if r.action else None,
-            "state": r.state.value,
-            "bytes": r.size,
-            "bytes_copied": r.bytes_copied,
-            "bytes_through_client": r.bytes_through_client,
-            "attempts": r.attempts,
-            "retries": r.retries,
-            "error": r.last_error,
-        }
-        for r in cp.rows()
-    ]
+    return [object_entry(r) for r in cp.rows()]
 
 
-def build_report(config: Config, cp: Checkpoint, result: RunResult | None) -> dict[str, Any]:
-    objects = object_entries(cp)
-    by_state: Counter[str] = Counter(o["state"] for o in objects)
-    by_source: dict[str, dict[str, int]] = {}
-    by_action: dict[str, dict[str, int]] = {}
-    for o in objects:
-        for table, name in ((by_source, o["source_mode"] or "unknown"), (by_action, o["action"] or "none")):
-            slot = table.setdefault(name, {"objects": 0, "bytes": 0})
-            slot["objects"] += 1
-            slot["bytes"] += o["bytes"]
+def _slots(totals: dict[str, Totals]) -> dict[str, dict[str, int]]:
+    return {k: {"objects": t.objects, "bytes": t.bytes} for k, t in sorted(totals.items())}
+
+
+def summary_of(cp: Checkpoint) -> dict[str, Any]:
+    """The report's summary from the checkpoint's aggregates (no scan of the object rows)."""
+    by_state = cp.totals_by("state")
+    by_action = _slots(cp.totals_by("action"))
+    if "unknown" in by_action:   # objects not done yet have no action
+        by_action["none"] = by_action.pop("unknown")
+    return {
+        "objects": sum(t.objects for t in by_state.values()),
+        "by_state": {k: t.objects for k, t in sorted(by_state.items())},
+        "by_source_mode": _slots(cp.totals_by("source_mode")),
+        "by_action": by_action,
+        "bytes_copied": sum(t.bytes_copied for t in by_state.values()),
+        "bytes_through_client": sum(t.bytes_through_client for t in by_state.values()),
+        "retries": sum(t.retries for t in by_state.values()),
+    }
+
+
+def build_report(config: Config, cp: Checkpoint, result: RunResult | None, *,
+                 objects_max: int = REPORT_OBJECTS_MAX, completion_report: str | None = None,
+                 with_objects: bool = True) -> dict[str, Any]:
+    """The JSON report. Its `objects` list is there up to `objects_max` objects; beyond, it is left out
+    and `objects_left_out` says how many and where the streamed completion report is."""
+    summary = summary_of(cp)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "config": config.path,
@@ -54,17 +76,16 @@ def build_report(config: Config, cp: Checkpoint, result: RunResult | None) -> di
         "destination": f"s3://{config.destination.location.bucket}/{config.destination.location.prefix}",
         "target": config.describe_target(),
         "checkpoint": str(config.run.checkpoint),
-        "summary": {
-            "objects": len(objects),
-            "by_state": dict(sorted(by_state.items())),
-            "by_source_mode": by_source,
-            "by_action": by_action,
-            "bytes_copied": sum(o["bytes_copied"] for o in objects),
-            "bytes_through_client": sum(o["bytes_through_client"] for o in objects),
-            "retries": sum(o["retries"] for o in objects),
-        },
-        "objects": objects,
+        "summary": summary,
     }
+    if with_objects and summary["objects"] <= objects_max:
+        report["objects"] = object_entries(cp)
+    elif with_objects:
+        report["objects_left_out"] = {
+            "objects": summary["objects"], "limit": objects_max, "completion_report": completion_report,
+            "why": f"more than {objects_max} objects: one line per object is in the completion report "
+                   "(rekey run --completion-report FILE.jsonl or .csv), every row in the checkpoint",
+        }
     if result is not None:
         report["run"] = {
             "exit_code": result.exit_code,
@@ -76,7 +97,14 @@ def build_report(config: Config, cp: Checkpoint, result: RunResult | None) -> di
             "capabilities": result.capabilities,
             "this_run": result.counts,
         }
+        ex = result.executor
+        report["executor"] = {"kind": ex.kind, "actors": ex.actors, "actors_lost": ex.actors_lost}
     return report
+
+
+def failures(cp: Checkpoint, limit: int = 20) -> list[dict[str, Any]]:
+    """A few failed or changed objects for the summary (the full list is in the reports)."""
+    return [object_entry(r) for r in cp.sample((State.FAILED, State.CHANGED), limit)]
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -102,7 +130,8 @@ def dumps(data: Any) -> str:
     return text.replace(json.dumps(marker), f"[\n    {rows}\n  ]", 1)
 
 
-def summary_text(report: dict[str, Any]) -> str:
+def summary_text(report: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> str:
+    """The summary in words; `failed`: a sample of failed objects (else taken from the report's list)."""
     s = report["summary"]
     lines = [f"{report['source']} -> {report['destination']} as {report['target']}"]
     states = ", ".join(f"{k} {v}" for k, v in s["by_state"].items()) or "no objects"
@@ -120,11 +149,13 @@ def summary_text(report: dict[str, Any]) -> str:
         rate = s["objects"] / run["elapsed_seconds"] if run["elapsed_seconds"] else 0.0
         lines.append(f"elapsed {run['elapsed_seconds']:.1f}s, {run['requests']} requests, "
                      f"{run['retries']} retries, {run['throttles']} throttles ({rate:.0f} obj/s overall)")
-    failed = [o for o in report["objects"] if o["state"] in (State.FAILED.value, State.CHANGED.value)]
+    if failed is None:
+        failed = [o for o in report.get("objects", []) if o["state"] in (State.FAILED.value, State.CHANGED.value)]
     for o in failed[:20]:
         lines.append(f"  {o['state']}: {o['key']}: {o['error']}")
-    if len(failed) > 20:
-        lines.append(f"  ... and {len(failed) - 20} more (see the report)")
+    n_failed = s["by_state"].get(State.FAILED.value, 0) + s["by_state"].get(State.CHANGED.value, 0)
+    if n_failed > 20:
+        lines.append(f"  ... and {n_failed - 20} more (see the report)")
     return "\n".join(lines)
 
 

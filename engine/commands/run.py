@@ -43,7 +43,7 @@ class Stopping:
 
 
 async def run_until_stopped(config: Config, progress: Progress, stopping: Stopping, *,
-                            confirm_delete_noncurrent: bool) -> RunResult | None:
+                            confirm_delete_noncurrent: bool, completion_report: str | None = None) -> RunResult | None:
     """run_migration, with SIGINT/SIGTERM turned into a gentle stop (None: stopped at once by a second one)."""
     from engine.pipeline import run_migration
     stopping.event = anyio.Event()
@@ -64,24 +64,30 @@ async def run_until_stopped(config: Config, progress: Progress, stopping: Stoppi
 
         tg.start_soon(watch)
         result = await run_migration(config, progress, confirm_delete_noncurrent=confirm_delete_noncurrent,
-                                     stop=stopping.event)
+                                     stop=stopping.event, completion_report=completion_report)
         tg.cancel_scope.cancel()
     return result
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.completion import report_format
     from engine.pipeline import open_checkpoint
     from engine.progress import Progress
-    from engine.report import build_report, summary_text, write_json
+    from engine.report import build_report, failures, summary_text, write_json
     config = load(args)
+    completion = args.completion_report
+    if completion:
+        report_format(completion)
     stopping = Stopping()
     with CheckpointLock(config.run.checkpoint):
         progress = Progress(enabled=False if args.quiet else None)
         result = run_async(lambda: run_until_stopped(config, progress, stopping,
-                                                     confirm_delete_noncurrent=args.confirm_delete_noncurrent))
+                                                     confirm_delete_noncurrent=args.confirm_delete_noncurrent,
+                                                     completion_report=completion))
         cp = open_checkpoint(config, create=False, read_only=True)
         try:
-            report = build_report(config, cp, result)
+            report = build_report(config, cp, result, completion_report=completion, with_objects=bool(args.report))
+            failed = failures(cp)
         finally:
             cp.close()
         if args.report:
@@ -90,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stopping.signum is not None:
         code = stopping.exit_code
     if not args.quiet or code:
-        print(summary_text(report))
+        print(summary_text(report, failed))
     if stopping.signum is not None:
         print(f"rekey: stopped by {stopping.name}; the checkpoint is consistent: run the same command again "
               "to resume", file=sys.stderr)
@@ -99,12 +105,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_args(*, config: str, report: str | None = None, quiet: bool = False) -> argparse.Namespace:
     """The arguments of `rekey run -c CONFIG [--report FILE] [-q]`, for callers that run it in-process."""
-    return argparse.Namespace(config=config, report=report, quiet=quiet, confirm_delete_noncurrent=False)
+    return argparse.Namespace(config=config, report=report, quiet=quiet, confirm_delete_noncurrent=False,
+                              completion_report=None)
 
 
 def register(sub: Any) -> None:
     p = with_config(sub, "run", "run or resume a migration")
-    p.add_argument("--report", metavar="FILE.json", help="write the JSON completion report here")
+    p.add_argument("--report", metavar="FILE.json",
+                   help="write the JSON report here (objects listed up to 10,000; beyond, see --completion-report)")
+    p.add_argument("--completion-report", metavar="FILE",
+                   help="stream one line per finished object to FILE (.jsonl or .csv), appended on resume")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; summary only on failure")
     p.add_argument("--confirm-delete-noncurrent", action="store_true",
                    help='with [run] noncurrent = "delete": allow deleting old versions once their copies are verified')

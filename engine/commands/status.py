@@ -11,26 +11,26 @@ from engine.commands.common import EXIT_OK, load, with_config
 
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.pipeline import open_checkpoint
-    from engine.report import build_report, summary_text
+    from engine.report import build_report, failures, summary_text
     config = load(args)
     cp = open_checkpoint(config, create=False, read_only=True)
-    try:
-        report = build_report(config, cp, None)
+    try:   # aggregates and a few rows: no scan of the objects, whatever their number
+        report = build_report(config, cp, None, with_objects=False)
+        failed = failures(cp)
         position, done = cp.listing_position()
-        uploads = cp.uploads()
-        runs = cp.runs()
+        uploads = cp.upload_count()
+        runs = cp.run_count()
     finally:
         cp.close()
     if args.json:
         report["listing"] = {"position": position, "complete": done}
-        report["open_uploads"] = len(uploads)
-        report["runs"] = len(runs)
-        del report["objects"]
+        report["open_uploads"] = uploads
+        report["runs"] = runs
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    print(summary_text(report))
+    print(summary_text(report, failed))
     print(f"listing: {'complete' if done else 'in progress, after ' + repr(position)}; "
-          f"{len(uploads)} multipart upload(s) open; {len(runs)} run(s) so far")
+          f"{uploads} multipart upload(s) open; {runs} run(s) so far")
     return EXIT_OK
 
 

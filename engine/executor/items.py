@@ -1,0 +1,67 @@
+"""What happens to one item of a batch, the same on every executor: migrate it (one object, or a key's
+versions), turn per-object errors into outcomes, and abort an earlier upload the object no longer needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.config import Config
+from engine.executor.base import Item
+from engine.manifest import trusted_skip
+from workers.errors import FatalError, ObjectGoneError, RekeyError
+from workers.job import Job
+from workers.migrate import describe_error, migrate_object
+from workers.model import Action, ObjectRef, Outcome, State
+from workers.multipart import abandon
+from workers.versions import migrate_versions
+
+
+@dataclass(frozen=True, slots=True)
+class ItemContext:
+    """The per-run settings an item needs besides the job."""
+
+    job: Job
+    noncurrent: str = "keep"
+    confirm_delete_noncurrent: bool = False
+    trust_manifest_encryption: bool = False
+
+    @classmethod
+    def of(cls, config: Config, job: Job, *, confirm_delete_noncurrent: bool) -> ItemContext:
+        return cls(job, config.run.noncurrent.value, confirm_delete_noncurrent,
+                   config.source.manifest_trust_encryption)
+
+
+async def process_one(job: Job, ref: ObjectRef) -> Outcome:
+    """migrate_object, with per-object errors turned into outcomes; fatal errors propagate."""
+    try:
+        return await migrate_object(job, ref)
+    except FatalError:
+        raise
+    except ObjectGoneError as exc:
+        # HeadObject says 404: deleted by someone else since it was listed. Nothing to re-encrypt.
+        return Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=None,
+                       target_mode=job.target.mode, version_id=ref.version_id,
+                       error=f"{exc.where()}: deleted since it was listed", error_kind=type(exc).__name__)
+    except RekeyError as exc:
+        state, reason = describe_error(exc)
+        return Outcome(key=ref.key, state=state, action=Action.SKIP if state == State.CHANGED else Action.COPY,
+                       source_mode=None, target_mode=job.target.mode, version_id=ref.version_id,
+                       error=reason, error_kind=type(exc).__name__)
+
+
+async def migrate_item(ctx: ItemContext, item: Item, *, had_upload: bool = False) -> list[Outcome]:
+    """One item's outcomes. `had_upload`: the checkpoint held a multipart upload for this object when it
+    was handed out; once the object is finished (or found already right) that upload, if still recorded,
+    is dead and is aborted so nothing is left behind."""
+    job = ctx.job
+    if isinstance(item, list):
+        return await migrate_versions(job, item, ctx.noncurrent, confirmed=ctx.confirm_delete_noncurrent)
+    if ctx.trust_manifest_encryption and trusted_skip(item, job.target):
+        return [Outcome(key=item.key, state=State.SKIPPED, action=Action.SKIP, source_mode=item.listed_mode,
+                        target_mode=job.target.mode, new_etag=item.etag or None)]
+    outcome = await process_one(job, item)
+    if had_upload and job.journal is not None:
+        point = await job.journal.resume_point(item)
+        if point is not None:
+            await abandon(job, item, point)
+    return [outcome]
