@@ -211,7 +211,7 @@ _ALLOWED: dict[str, set[str]] = {
             "lean_requests", "copy_first", "executor"},
     "ray": {"address", "actors"},
 }
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 
 
 def parse_size(value: Any, where: str) -> int:

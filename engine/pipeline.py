@@ -383,6 +383,9 @@ def first_fatal(exc: BaseException) -> FatalError | None:
 def make_executor(config: Config, job: Job, throttle: Throttle, *, confirm_delete_noncurrent: bool) -> Executor:
     """`[run] executor`: this process, or Ray actors (Ray imported only then)."""
     ctx = ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent)
+    if config.run.executor == "ray":
+        from engine.executor.ray import RayExecutor
+        return RayExecutor(config, ctx)
     return LocalExecutor(ctx, throttle, concurrency=config.run.concurrency)
 
 
@@ -421,6 +424,7 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
             finally:
                 result.requests = source.requests + (dest.requests if dest is not source else 0)
                 result.executor = executor.statistics()
+                result.requests += result.executor.requests
     finally:
         progress.close()
         if completion is not None:

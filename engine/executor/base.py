@@ -39,6 +39,7 @@ class ExecutorStats:
     kind: str
     actors: int
     actors_lost: int = 0
+    requests: int = 0       # requests the actors sent (the driver counts its own)
 
 
 class Executor(Protocol):

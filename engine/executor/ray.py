@@ -1,0 +1,407 @@
+"""The Ray executor: batches run on async Ray actors across a cluster; the driver keeps everything durable.
+
+    driver (rekey run)                                 actor i (one per CPU by default, spread over nodes)
+      listing, batches, checkpoint (its one writer)      parses the config text itself, loads the key
+      migrate_batch(batch) -> actor.migrate_batch   ->   files named in it on its own node, opens its own
+                                                          clients; `[run] concurrency` objects at once
+      journal pump: relay.take -> checkpoint -> ack  <-  upload ids, parts, capabilities: sent through
+                                                          the relay and acknowledged before the request
+                                                          they guard is sent
+
+An actor that is lost (its process or node died) loses only what the checkpoint can rebuild: its batch is
+handed to another actor with the uploads the checkpoint now holds for it, so an upload it left is
+continued or aborted exactly as after a local SIGKILL. Nothing is recorded done that an actor did not
+hand back. Key material never travels as a task argument: the actors read the key files themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import ray
+from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from engine.config import Config
+from engine.executor.base import Batch, ExecutorStats, Finished, Item, ResumeKey
+from engine.executor.items import ItemContext
+from workers import errors as rekey_errors
+from workers.errors import FatalError
+from workers.job import UploadResume
+from workers.model import ObjectRef, Outcome, PartResult
+
+log = logging.getLogger("rekey.ray")
+BATCHES_PER_ACTOR = 2       # one running, one queued behind it: an actor never waits for the driver
+JOURNAL_POLL_SECONDS = 0.5
+
+
+class ActorsLostError(FatalError):
+    """Every actor of the run is gone."""
+
+
+# --- the relay: journal events from actors to the driver, each acknowledged once written ----------------
+
+
+@ray.remote(num_cpus=0)
+class JournalRelay:
+    """Holds each event until the driver has written it to the checkpoint, then releases its sender."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[int, str, tuple[Any, ...]]] = []
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._next = 0
+
+    async def put(self, actor: str, event: tuple[Any, ...]) -> None:
+        self._next += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[self._next] = done
+        self._events.append((self._next, actor, event))
+        self._wake.set()
+        await done
+
+    async def take(self, wait_seconds: float) -> list[tuple[int, str, tuple[Any, ...]]]:
+        if not self._events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_seconds)
+        events, self._events = self._events, []
+        self._wake.clear()
+        return events
+
+    def ack(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            done = self._waiting.pop(i, None)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+
+# --- the actor -------------------------------------------------------------------------------------------
+
+
+class ActorHooks:
+    """The actor's PartJournal and Capabilities: every write goes to the driver through the relay and is
+    acknowledged before the worker goes on; reads come from what the driver handed out with the batches."""
+
+    def __init__(self, relay: Any, name: str) -> None:
+        self._relay = relay
+        self._name = name
+        self._resumes: dict[ResumeKey, UploadResume] = {}
+        self._caps: dict[str, bool] = {}
+
+    def take_batch(self, resumes: Mapping[ResumeKey, UploadResume], caps: Mapping[str, bool]) -> None:
+        self._resumes.update(resumes)
+        self._caps.update(caps)
+
+    async def _send(self, *event: Any) -> None:
+        await self._relay.put.remote(self._name, event)
+
+    async def upload_started(self, ref: ObjectRef, *, upload_id: str, dest_bucket: str, dest_key: str,
+                             part_size: int, source_etag: str, kind: str) -> None:
+        await self._send("upload_started", ref, upload_id, dest_bucket, dest_key, part_size, source_etag, kind)
+        self._resumes[(ref.key, ref.version_id or "")] = UploadResume(
+            upload_id, part_size, source_etag, kind, [], dest_bucket, dest_key, time.time())
+
+    async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None:
+        await self._send("parts_done", upload_id, list(parts))
+
+    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None:
+        await self._send("upload_ended", ref, upload_id)
+        key = (ref.key, ref.version_id or "")
+        if key in self._resumes and self._resumes[key].upload_id == upload_id:
+            del self._resumes[key]
+
+    async def resume_point(self, ref: ObjectRef) -> UploadResume | None:
+        return self._resumes.get((ref.key, ref.version_id or ""))
+
+    def get(self, name: str) -> bool | None:
+        return self._caps.get(name)
+
+    async def learn(self, name: str, value: bool) -> None:
+        if self._caps.get(name) == value:
+            return
+        self._caps[name] = value
+        await self._send("learn", name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorAnswer:
+    """What an actor hands back for one batch."""
+
+    outcomes: Sequence[Outcome] = ()
+    requests: int = 0                       # requests this actor has sent so far
+    fatal: tuple[str, str] | None = None    # (error class name, one-line message): the run must stop
+
+
+@ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
+class MigrationActor:
+    """Runs the per-object migration for the driver's batches, `[run] concurrency` objects at once."""
+
+    def __init__(self, config_text: str, base: str, path: str, name: str, relay: Any,
+                 confirm_delete_noncurrent: bool) -> None:
+        self.name = name
+        self._relay = relay
+        self._text, self._base, self._path = config_text, base, path
+        self._confirm = confirm_delete_noncurrent
+        self._ctx: ItemContext | None = None
+        self._clients: contextlib.AsyncExitStack | None = None
+        self._hooks = ActorHooks(relay, name)
+        self._throttle: Any = None
+        self._requests: Any = None
+        self._opening = asyncio.Lock()
+
+    async def _context(self) -> ItemContext:
+        async with self._opening:
+            if self._ctx is None:
+                self._ctx = await self._open()
+        return self._ctx
+
+    async def _open(self) -> ItemContext:
+        import tomllib
+
+        from engine.cli import configure_logging
+        from engine.config import parse_config
+        from engine.pipeline import make_job, open_clients
+        from engine.retry import Retrier, Throttle
+        configure_logging(verbose=False)   # botocore never logs (its DEBUG has SSE-C headers); secrets redacted
+        config = parse_config(tomllib.loads(self._text), base=Path(self._base), path=self._path)
+        self._throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
+        retrier = Retrier(self._throttle, max_retries=config.run.max_retries)
+        self._clients = contextlib.AsyncExitStack()
+        source, dest, kms = await self._clients.enter_async_context(open_clients(config))
+        self._requests = (source, dest)
+        job = make_job(config, source, dest, None, retrier, kms)
+        job = replace(job, journal=self._hooks, caps=self._hooks)
+        return ItemContext.of(config, job, confirm_delete_noncurrent=self._confirm)
+
+    def node(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    async def migrate_batch(self, items: Sequence[Item], resumes: Mapping[ResumeKey, UploadResume],
+                            caps: Mapping[str, bool]) -> ActorAnswer:
+        from engine.executor.items import migrate_item
+        try:
+            ctx = await self._context()
+            self._hooks.take_batch(resumes, caps)
+            results: list[list[Outcome]] = [[] for _ in items]
+
+            async def one(i: int, item: Item) -> None:
+                await self._throttle.acquire()
+                try:
+                    had = not isinstance(item, list) and (item.key, item.version_id or "") in resumes
+                    results[i] = await migrate_item(ctx, item, had_upload=had)
+                finally:
+                    await self._throttle.release()
+
+            async with anyio.create_task_group() as tg:
+                for i, item in enumerate(items):
+                    tg.start_soon(one, i, item)
+        except BaseException as exc:  # a fatal error stops the run: handed back as words, never a traceback
+            fatal = _first_fatal(exc)
+            if fatal is None:
+                raise
+            return ActorAnswer(fatal=(type(fatal).__name__, str(fatal)))
+        source, dest = self._requests
+        requests = source.requests + (dest.requests if dest is not source else 0)
+        return ActorAnswer([o for r in results for o in r], requests)
+
+
+def _first_fatal(exc: BaseException) -> FatalError | None:
+    if isinstance(exc, FatalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _first_fatal(sub)
+            if found is not None:
+                return found
+    return None
+
+
+def _raise_fatal(name: str, message: str) -> None:
+    cls = getattr(rekey_errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, FatalError)):
+        cls = FatalError
+    raise cls(message)
+
+
+# --- the driver's side -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Actor:
+    handle: Any
+    name: str
+    in_flight: int = 0
+    lost: bool = False
+    requests: int = 0
+
+
+class RayExecutor:
+    """Batches of `[run] concurrency` objects, BATCHES_PER_ACTOR of them per actor at once."""
+
+    kind = "ray"
+    looks_up_resumes = True
+
+    def __init__(self, config: Config, ctx: ItemContext) -> None:
+        self._config = config
+        self._ctx = ctx
+        self._actors: list[_Actor] = []
+        self._relay: Any = None
+        self.batch_size = max(1, config.run.concurrency)
+        self.lanes = 1
+        self.lost = 0
+        self._started_ray = False
+
+    # --- session ----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
+        self._start()   # blocks the loop for Ray's start-up, before anything else of the run is going
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pump)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._stop()
+
+    def session(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._session()
+
+    def _start(self) -> None:
+        settings = self._config.ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": "rekey", "log_to_driver": False, "logging_level": logging.ERROR,
+                                      "configure_logging": False}
+            if settings.address is None:
+                kwargs["include_dashboard"] = False
+            try:
+                ray.init(address=settings.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise rekey_errors.EndpointError(
+                    f"ray.address: cannot connect to Ray at {settings.address or 'a new local instance'}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            self._started_ray = True
+        count = settings.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        here = ray.get_runtime_context().get_node_id()
+        self._relay = JournalRelay.options(  # type: ignore[attr-defined]
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        base = str(Path(self._config.path).resolve().parent) if self._config.path else str(Path.cwd())
+        for i in range(count):
+            name = f"actor-{i}"
+            handle = MigrationActor.options(  # type: ignore[attr-defined]
+                scheduling_strategy="SPREAD", name=None).remote(
+                self._config.text, base, self._config.path, name, self._relay,
+                self._ctx.confirm_delete_noncurrent)
+            self._actors.append(_Actor(handle, name))
+        nodes = ray.get([a.handle.node.remote() for a in self._actors])
+        for actor, node in zip(self._actors, nodes, strict=True):
+            actor.name = f"{actor.name}@{node[:8]}"
+        self.lanes = count * BATCHES_PER_ACTOR
+
+    def _stop(self) -> None:
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor.handle)
+        if self._relay is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(self._relay)
+        if self._started_ray:
+            ray.shutdown()
+
+    # --- the journal pump: the driver writes what actors journal, then lets them go on -------------------
+
+    async def _pump(self) -> None:
+        while True:
+            events = await self._relay.take.remote(JOURNAL_POLL_SECONDS)
+            ids = []
+            for event_id, actor, event in events:
+                if self._is_lost(actor):
+                    continue  # never acknowledged: the request it guards was never sent
+                await self._apply(event)
+                ids.append(event_id)
+            if ids:
+                await self._relay.ack.remote(ids)
+
+    async def _apply(self, event: tuple[Any, ...]) -> None:
+        journal, caps = self._ctx.job.journal, self._ctx.job.caps
+        assert journal is not None and caps is not None
+        kind, *args = event
+        if kind == "upload_started":
+            ref, upload_id, bucket, key, part_size, etag, upload_kind = args
+            await journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
+                                         part_size=part_size, source_etag=etag, kind=upload_kind)
+        elif kind == "parts_done":
+            await journal.parts_done(*args)
+        elif kind == "upload_ended":
+            await journal.upload_ended(*args)
+        elif kind == "learn":
+            await caps.learn(*args)
+
+    def _is_lost(self, name: str) -> bool:
+        return any(a.lost for a in self._actors if a.name.split("@")[0] == name)
+
+    # --- batches ----------------------------------------------------------------------------------------------
+
+    def _pick(self) -> _Actor:
+        alive = [a for a in self._actors if not a.lost]
+        if not alive:
+            raise ActorsLostError(f"every Ray actor of this run was lost ({self.lost}); run again to resume")
+        return min(alive, key=lambda a: a.in_flight)
+
+    async def _fresh_resumes(self, items: Sequence[Item]) -> dict[ResumeKey, UploadResume]:
+        """After a loss: the uploads the checkpoint now holds for these objects (the lost actor's too)."""
+        journal = self._ctx.job.journal
+        assert journal is not None
+        found: dict[ResumeKey, UploadResume] = {}
+        for item in items:
+            if isinstance(item, list):
+                continue
+            point = await journal.resume_point(item)
+            if point is not None:
+                found[(item.key, item.version_id or "")] = point
+        return found
+
+    async def migrate_batch(self, batch: Batch) -> Finished:
+        resumes = dict(batch.resumes)
+        while True:
+            actor = self._pick()
+            actor.in_flight += 1
+            try:
+                answer: ActorAnswer = await actor.handle.migrate_batch.remote(
+                    list(batch.items), resumes, dict(batch.capabilities))
+            except RayActorError as exc:
+                self._mark_lost(actor, exc)
+                resumes = await self._fresh_resumes(batch.items)
+                continue
+            finally:
+                actor.in_flight -= 1
+            if answer.fatal is not None:
+                _raise_fatal(*answer.fatal)
+            actor.requests = max(actor.requests, answer.requests)
+            return Finished(answer.outcomes, actor.name)
+
+    def _mark_lost(self, actor: _Actor, exc: BaseException) -> None:
+        if actor.lost:
+            return
+        actor.lost = True
+        self.lost += 1
+        log.warning("Ray actor %s lost (%s); its batches go to the others", actor.name, type(exc).__name__)
+        with contextlib.suppress(Exception):
+            ray.kill(actor.handle)
+
+    @property
+    def requests(self) -> int:
+        return sum(a.requests for a in self._actors)
+
+    def statistics(self) -> ExecutorStats:
+        return ExecutorStats(self.kind, len(self._actors), self.lost, self.requests)
