@@ -193,7 +193,7 @@ def _row(r: sqlite3.Row) -> ObjectRow:
         state=State(r["state"]), attempts=r["attempts"], retries=r["retries"],
         last_error=r["last_error"], error_kind=r["error_kind"], new_etag=r["new_etag"],
         bytes_copied=r["bytes_copied"], bytes_through_client=r["bytes_through_client"],
-        plaintext_sha256=r["plaintext_sha256"], actor=r["actor"] if "actor" in r.keys() else None,
+        plaintext_sha256=r["plaintext_sha256"], actor=r["actor"] if "actor" in r.keys() else None,  # noqa: SIM118 (Row: in = values)
     )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 
 from engine.commands import register_all
 from engine.commands.common import exit_code
+from engine.logs import RedactSecrets, configure_logging
+
+__all__ = ["RedactSecrets", "build_parser", "configure_logging", "entry", "main"]
 
 log = logging.getLogger("rekey")
 
@@ -26,36 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(sub)
     return parser
-
-
-_SECRET_HEADER = re.compile(
-    r"(x-amz-server-side-encryption-customer-key|x-amz-copy-source-server-side-encryption-customer-key|"
-    r"SSECustomerKey|CopySourceSSECustomerKey|Plaintext)(['\"]?\s*[:=]\s*b?['\"]?)[^'\",}\s]+",
-    re.IGNORECASE)
-
-
-class RedactSecrets(logging.Filter):
-    """Blanks SSE-C keys and KMS plaintexts in any log record (a second line of defence)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _SECRET_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def configure_logging(*, verbose: bool) -> None:
-    """rekey's own decisions at DEBUG with -v; botocore never below INFO (its DEBUG prints request headers,
-    which carry SSE-C keys)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    for name in ("botocore", "aiobotocore", "urllib3", "aiohttp", "s3transfer"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def pin_malloc_threshold() -> None:

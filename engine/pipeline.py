@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.checkpoint import Checkpoint
 from engine.completion import CompletionReport
 from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
-from engine.executor import Batch, Executor, ExecutorStats, Finished, Item, ItemContext
+from engine.executor import Batch, Executor, ExecutorStats, Finished, Item, ItemContext, WorkerContext
 from engine.executor import process_one as process_one  # re-exported: the per-object entry point
 from engine.executor.local import LocalExecutor
 from engine.journal import AsyncCheckpoint
@@ -25,7 +25,7 @@ from engine.retry import Retrier, Throttle
 from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError
-from workers.job import CseSettings, Job, UploadResume
+from workers.job import Capabilities, CseSettings, Job, PartJournal, UploadResume
 from workers.memory import MemoryBudget
 from workers.migrate import CAP_COPY_FIRST
 from workers.model import Encryption, Mode, ObjectRef, Outcome, State
@@ -364,7 +364,8 @@ class Run:
             await self.stop.wait()
             lister.cancel()
 
-    async def _write_then_unwatch(self, recv: MemoryObjectReceiveStream[Outcome], watcher: anyio.CancelScope) -> None:
+    async def _write_then_unwatch(self, recv: MemoryObjectReceiveStream[Finished],
+                                  watcher: anyio.CancelScope) -> None:
         await self.write(recv)
         watcher.cancel()   # every outcome is recorded: nothing is left to stop
 
@@ -380,12 +381,26 @@ def first_fatal(exc: BaseException) -> FatalError | None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def worker_context(config: Config, hooks: PartJournal, caps: Capabilities, *,
+                         confirm_delete_noncurrent: bool) -> AsyncIterator[WorkerContext]:
+    """What a worker away from the driver (a Ray actor) needs: its own clients, throttle and retries, and the
+    driver's journal and capabilities behind `hooks`/`caps`. Handed to the executor (not imported by it) so
+    that the executor package never imports the pipeline."""
+    throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
+    retrier = Retrier(throttle, max_retries=config.run.max_retries)
+    async with open_clients(config) as (source, dest, kms):
+        job = replace(make_job(config, source, dest, None, retrier, kms), journal=hooks, caps=caps)
+        yield WorkerContext(ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent),
+                            throttle)
+
+
 def make_executor(config: Config, job: Job, throttle: Throttle, *, confirm_delete_noncurrent: bool) -> Executor:
     """`[run] executor`: this process, or Ray actors (Ray imported only then)."""
     ctx = ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent)
     if config.run.executor == "ray":
         from engine.executor.ray import RayExecutor
-        return RayExecutor(config, ctx)
+        return RayExecutor(config, ctx, open_worker=worker_context)
     return LocalExecutor(ctx, throttle, concurrency=config.run.concurrency)
 
 

@@ -10,7 +10,7 @@ test double for Ray's: same batches in, same outcomes out.
 from __future__ import annotations
 
 from engine.executor.base import Batch, Executor, ExecutorStats, Finished, Item
-from engine.executor.items import ItemContext, migrate_item, process_one
+from engine.executor.items import ItemContext, WorkerContext, migrate_item, process_one
 
-__all__ = ["Batch", "Executor", "ExecutorStats", "Finished", "Item", "ItemContext", "migrate_item",
-           "process_one"]
+__all__ = ["Batch", "Executor", "ExecutorStats", "Finished", "Item", "ItemContext", "WorkerContext",
+           "migrate_item", "process_one"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engine.config import Config
 from engine.executor.base import Item
 from engine.manifest import trusted_skip
+from engine.retry import Throttle
 from workers.errors import FatalError, ObjectGoneError, RekeyError
 from workers.job import Job
 from workers.migrate import describe_error, migrate_object
@@ -29,6 +30,19 @@ class ItemContext:
     def of(cls, config: Config, job: Job, *, confirm_delete_noncurrent: bool) -> ItemContext:
         return cls(job, config.run.noncurrent.value, confirm_delete_noncurrent,
                    config.source.manifest_trust_encryption)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """A worker's per-item context and the throttle its objects pass (see pipeline.worker_context)."""
+
+    items: ItemContext
+    throttle: Throttle
+
+    @property
+    def requests(self) -> int:
+        job = self.items.job
+        return job.source.requests + (job.dest.requests if job.dest is not job.source else 0)
 
 
 async def process_one(job: Job, ref: ObjectRef) -> Outcome:

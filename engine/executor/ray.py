@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from engine.config import Config
 from engine.executor.base import Batch, ExecutorStats, Finished, Item, ResumeKey
-from engine.executor.items import ItemContext
+from engine.executor.items import ItemContext, WorkerContext
 from workers import errors as rekey_errors
 from workers.errors import FatalError
 from workers.job import UploadResume
 from workers.model import ObjectRef, Outcome, PartResult
 
 log = logging.getLogger("rekey.ray")
+# pipeline.worker_context, handed in by the driver (and pickled by reference to the actors)
+OpenWorker = Callable[..., contextlib.AbstractAsyncContextManager[WorkerContext]]
 BATCHES_PER_ACTOR = 2       # one running, one queued behind it: an actor never waits for the driver
 JOURNAL_POLL_SECONDS = 0.5
 
@@ -145,41 +147,29 @@ class MigrationActor:
     """Runs the per-object migration for the driver's batches, `[run] concurrency` objects at once."""
 
     def __init__(self, config_text: str, base: str, path: str, name: str, relay: Any,
-                 confirm_delete_noncurrent: bool) -> None:
+                 open_worker: OpenWorker, confirm_delete_noncurrent: bool) -> None:
         self.name = name
-        self._relay = relay
         self._text, self._base, self._path = config_text, base, path
+        self._open_worker = open_worker
         self._confirm = confirm_delete_noncurrent
-        self._ctx: ItemContext | None = None
-        self._clients: contextlib.AsyncExitStack | None = None
+        self._worker: WorkerContext | None = None
+        self._stack = contextlib.AsyncExitStack()
         self._hooks = ActorHooks(relay, name)
-        self._throttle: Any = None
-        self._requests: Any = None
         self._opening = asyncio.Lock()
 
-    async def _context(self) -> ItemContext:
+    async def _context(self) -> WorkerContext:
         async with self._opening:
-            if self._ctx is None:
-                self._ctx = await self._open()
-        return self._ctx
+            if self._worker is None:
+                import tomllib
 
-    async def _open(self) -> ItemContext:
-        import tomllib
-
-        from engine.cli import configure_logging
-        from engine.config import parse_config
-        from engine.pipeline import make_job, open_clients
-        from engine.retry import Retrier, Throttle
-        configure_logging(verbose=False)   # botocore never logs (its DEBUG has SSE-C headers); secrets redacted
-        config = parse_config(tomllib.loads(self._text), base=Path(self._base), path=self._path)
-        self._throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
-        retrier = Retrier(self._throttle, max_retries=config.run.max_retries)
-        self._clients = contextlib.AsyncExitStack()
-        source, dest, kms = await self._clients.enter_async_context(open_clients(config))
-        self._requests = (source, dest)
-        job = make_job(config, source, dest, None, retrier, kms)
-        job = replace(job, journal=self._hooks, caps=self._hooks)
-        return ItemContext.of(config, job, confirm_delete_noncurrent=self._confirm)
+                from engine.config import parse_config
+                from engine.logs import configure_logging
+                configure_logging(verbose=False)   # botocore never logs (its DEBUG has SSE-C headers)
+                # Key files are read here, on this node: key material is never a task argument.
+                config = parse_config(tomllib.loads(self._text), base=Path(self._base), path=self._path)
+                self._worker = await self._stack.enter_async_context(self._open_worker(
+                    config, self._hooks, self._hooks, confirm_delete_noncurrent=self._confirm))
+        return self._worker
 
     def node(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
@@ -188,17 +178,18 @@ class MigrationActor:
                             caps: Mapping[str, bool]) -> ActorAnswer:
         from engine.executor.items import migrate_item
         try:
-            ctx = await self._context()
+            worker = await self._context()
+            ctx, throttle = worker.items, worker.throttle
             self._hooks.take_batch(resumes, caps)
             results: list[list[Outcome]] = [[] for _ in items]
 
             async def one(i: int, item: Item) -> None:
-                await self._throttle.acquire()
+                await throttle.acquire()
                 try:
                     had = not isinstance(item, list) and (item.key, item.version_id or "") in resumes
                     results[i] = await migrate_item(ctx, item, had_upload=had)
                 finally:
-                    await self._throttle.release()
+                    await throttle.release()
 
             async with anyio.create_task_group() as tg:
                 for i, item in enumerate(items):
@@ -208,9 +199,7 @@ class MigrationActor:
             if fatal is None:
                 raise
             return ActorAnswer(fatal=(type(fatal).__name__, str(fatal)))
-        source, dest = self._requests
-        requests = source.requests + (dest.requests if dest is not source else 0)
-        return ActorAnswer([o for r in results for o in r], requests)
+        return ActorAnswer([o for r in results for o in r], worker.requests)
 
 
 def _first_fatal(exc: BaseException) -> FatalError | None:
@@ -249,9 +238,10 @@ class RayExecutor:
     kind = "ray"
     looks_up_resumes = True
 
-    def __init__(self, config: Config, ctx: ItemContext) -> None:
+    def __init__(self, config: Config, ctx: ItemContext, *, open_worker: OpenWorker) -> None:
         self._config = config
         self._ctx = ctx
+        self._open_worker = open_worker
         self._actors: list[_Actor] = []
         self._relay: Any = None
         self.batch_size = max(1, config.run.concurrency)
@@ -300,7 +290,7 @@ class RayExecutor:
             name = f"actor-{i}"
             handle = MigrationActor.options(  # type: ignore[attr-defined]
                 scheduling_strategy="SPREAD", name=None).remote(
-                self._config.text, base, self._config.path, name, self._relay,
+                self._config.text, base, self._config.path, name, self._relay, self._open_worker,
                 self._ctx.confirm_delete_noncurrent)
             self._actors.append(_Actor(handle, name))
         nodes = ray.get([a.handle.node.remote() for a in self._actors])
