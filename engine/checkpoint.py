@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.lock import unwritable_message
+from engine.ranges import KeyRange
 from workers.errors import CheckpointError
 from workers.model import Action, Mode, ObjectRef, Outcome, PartResult, State
 
@@ -88,6 +89,12 @@ _ADDED_COLUMNS = (("actor", "TEXT"), ("queued_run", "INTEGER"))
 _SCHEMA_AFTER_COLUMNS = """
 DROP INDEX IF EXISTS objects_state;
 CREATE INDEX IF NOT EXISTS objects_state_key ON objects (state, key, version_id);
+CREATE TABLE IF NOT EXISTS listing_ranges (
+    lo TEXT PRIMARY KEY,
+    hi TEXT,
+    position TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS totals (
     state TEXT NOT NULL,
     source_mode TEXT NOT NULL,
@@ -307,38 +314,68 @@ class Checkpoint:
             self._set_meta("listing_position", "")
             self._set_meta("listing_done", "0")
 
-    def add_listed(self, refs: Iterable[ObjectRef], *, position: str, done: bool) -> list[ObjectRef]:
-        """Record a listed page and the listing position in one transaction.
+    def add_listed(self, refs: Iterable[ObjectRef], *, position: str, done: bool,
+                   key_range: KeyRange | None = None) -> list[ObjectRef]:
+        """Record a listed page and the listing position (of its range, when the listing is in ranges) in one
+        transaction.
 
         Returns the refs that need work: new ones, and known ones not done for this ETag, except those this
         run already queued from its unfinished rows (see take_unfinished).
         """
+        with self._tx():
+            todo = self._add_refs(refs)
+            if key_range is None:
+                self._set_meta("listing_position", position)
+                self._set_meta("listing_done", "1" if done else "0")
+            else:
+                self._conn.execute("UPDATE listing_ranges SET position = ?, done = ? WHERE lo = ?",
+                                   (position, int(done), key_range.lo))
+                self._sum_up_ranges()
+        return todo
+
+    def _sum_up_ranges(self) -> None:
+        """listing_position/listing_done of the whole listing from its ranges (for status and new passes)."""
+        row = self._conn.execute("SELECT MIN(CASE WHEN done = 0 THEN position END), MIN(done) "
+                                 "FROM listing_ranges").fetchone()
+        self._set_meta("listing_position", row[0] or "")
+        self._set_meta("listing_done", "1" if row[1] == 1 else "0")
+
+    def key_ranges(self) -> list[KeyRange]:
+        return [KeyRange(r[0], r[1], r[2], bool(r[3])) for r in self._conn.execute(
+            "SELECT lo, hi, position, done FROM listing_ranges ORDER BY lo")]
+
+    def set_key_ranges(self, ranges: Iterable[KeyRange]) -> None:
+        """The ranges of a new pass (learned, or the recorded ones reset to their start)."""
+        with self._tx():
+            self._conn.execute("DELETE FROM listing_ranges")
+            self._conn.executemany("INSERT INTO listing_ranges (lo, hi, position, done) VALUES (?, ?, ?, ?)",
+                                   [(r.lo, r.hi, r.position, int(r.done)) for r in ranges])
+            self._sum_up_ranges()
+
+    def _add_refs(self, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
         now = time.time()
         todo: list[ObjectRef] = []
-        with self._tx():
-            for ref in refs:
-                vid = ref.version_id or ""
-                inserted = self._conn.execute(
-                    "INSERT INTO objects (key, version_id, size, etag, state, listed_at) "
-                    "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (key, version_id) DO NOTHING",
-                    (ref.key, vid, ref.size, ref.etag, now)).rowcount
-                if inserted:  # new: one statement, no lookup first
-                    todo.append(ref)
-                    continue
-                row = self._conn.execute(
-                    "SELECT state, etag, new_etag, queued_run FROM objects WHERE key = ? AND version_id = ?",
-                    (ref.key, vid)).fetchone()
-                if self.run_id and row["queued_run"] == self.run_id:
-                    continue  # already on its way in this run
-                if row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
-                        row["etag"], row["new_etag"]):
-                    continue  # finished in an earlier pass and unchanged since
-                self._conn.execute(
-                    "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
-                    "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
+        for ref in refs:
+            vid = ref.version_id or ""
+            inserted = self._conn.execute(
+                "INSERT INTO objects (key, version_id, size, etag, state, listed_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (key, version_id) DO NOTHING",
+                (ref.key, vid, ref.size, ref.etag, now)).rowcount
+            if inserted:  # new: one statement, no lookup first
                 todo.append(ref)
-            self._set_meta("listing_position", position)
-            self._set_meta("listing_done", "1" if done else "0")
+                continue
+            row = self._conn.execute(
+                "SELECT state, etag, new_etag, queued_run FROM objects WHERE key = ? AND version_id = ?",
+                (ref.key, vid)).fetchone()
+            if self.run_id and row["queued_run"] == self.run_id:
+                continue  # already on its way in this run
+            if row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
+                    row["etag"], row["new_etag"]):
+                continue  # finished in an earlier pass and unchanged since
+            self._conn.execute(
+                "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
+                "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
+            todo.append(ref)
         return todo
 
     def take_unfinished(self, after: tuple[str, str, str] | None, *, by_key: bool = False,

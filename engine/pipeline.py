@@ -21,6 +21,7 @@ from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import manifest_pages
 from engine.progress import Progress
+from engine.ranges import KeyRange, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle
 from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
@@ -231,28 +232,66 @@ class Run:
             if done:
                 position = ""  # a new pass: picks up new or changed objects; done ones cost nothing
             if self.versioned:
-                async for groups, pos, last in version_groups(self.job.source, self.job.src.bucket,
-                                                              self.key_filter, start_after=position):
-                    flat = [r for g in groups for r in g]
-                    todo = await self.acp.run(lambda r=flat, p=pos, d=last: cp.add_listed(r, position=p, done=d))
-                    keys = {r.key for r in todo}
-                    keys -= await self.acp.run(cp.queued_keys, keys)
-                    for group in groups:
-                        if group[0].key in keys:
-                            self.progress.discovered(len(group), sum(r.size for r in group))
-                            await send.send(group)
-                return
-            index = None
-            if not self.job.in_place:
-                index = DestinationIndex(self.job.dest, self.job.dst.bucket, self.job.src.prefix,
-                                         self.job.dst.prefix, start_after=position)
-            async for refs, pos, last in self._pages(position):
-                todo = await self.acp.run(lambda r=refs, p=pos, d=last: cp.add_listed(r, position=p, done=d))
-                if index is not None:
-                    todo = await index.annotate(todo)
-                for ref in todo:
-                    self.progress.discovered(1, ref.size)
-                    await send.send(ref)
+                await self._list_versions(send, position)
+            elif self.config.source.manifest:
+                await self._list_pages(send, position)
+            else:
+                await self._list_in_ranges(send, position, new_pass=done)
+
+    async def _list_versions(self, send: MemoryObjectSendStream[Item], position: str) -> None:
+        cp = self.acp.sync
+        async for groups, pos, last in version_groups(self.job.source, self.job.src.bucket,
+                                                      self.key_filter, start_after=position):
+            flat = [r for g in groups for r in g]
+            todo = await self.acp.run(lambda r=flat, p=pos, d=last: cp.add_listed(r, position=p, done=d))
+            keys = {r.key for r in todo}
+            keys -= await self.acp.run(cp.queued_keys, keys)
+            for group in groups:
+                if group[0].key in keys:
+                    self.progress.discovered(len(group), sum(r.size for r in group))
+                    await send.send(group)
+
+    def _index(self, position: str) -> DestinationIndex | None:
+        """Bucket to bucket: the destination listing merged with the source's (one per range)."""
+        if self.job.in_place:
+            return None
+        return DestinationIndex(self.job.dest, self.job.dst.bucket, self.job.src.prefix, self.job.dst.prefix,
+                                start_after=position)
+
+    async def _send_todo(self, send: MemoryObjectSendStream[Item], todo: list[ObjectRef],
+                         index: DestinationIndex | None) -> None:
+        if index is not None:
+            todo = await index.annotate(todo)
+        for ref in todo:
+            self.progress.discovered(1, ref.size)
+            await send.send(ref)
+
+    async def _list_pages(self, send: MemoryObjectSendStream[Item], position: str) -> None:
+        cp = self.acp.sync
+        index = self._index(position)
+        async for refs, pos, last in self._pages(position):
+            todo = await self.acp.run(lambda r=refs, p=pos, d=last: cp.add_listed(r, position=p, done=d))
+            await self._send_todo(send, todo, index)
+
+    async def _list_in_ranges(self, send: MemoryObjectSendStream[Item], position: str, *, new_pass: bool) -> None:
+        """The bucket listed in key ranges at once (engine/ranges.py), each resuming from its own position."""
+        cp = self.acp.sync
+        ranges = await self.acp.run(cp.key_ranges)
+        if not ranges or new_pass:
+            if ranges and new_pass:   # the same ranges again, from their start
+                ranges = [KeyRange(r.lo, r.hi, r.lo) for r in ranges]
+            elif position:            # an earlier version's listing, stopped at `position`: go on from there
+                ranges = [KeyRange("", None, position)]
+            else:
+                ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix)
+            await self.acp.run(cp.set_key_ranges, ranges)
+        indexes = {r.lo: self._index(r.position) for r in ranges if not r.done}
+
+        async def on_page(key_range: KeyRange, refs: list[ObjectRef], pos: str, last: bool) -> None:
+            todo = await self.acp.run(lambda: cp.add_listed(refs, position=pos, done=last, key_range=key_range))
+            await self._send_todo(send, todo, indexes[key_range.lo])
+
+        await list_ranges(self.job.source, self.job.src.bucket, self.key_filter, ranges, on_page)
 
     async def _resend_unfinished(self, send: MemoryObjectSendStream[Item]) -> None:
         """Objects an earlier run listed and did not finish, page by page (marked queued in the checkpoint,

@@ -272,10 +272,10 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"namespace": "rekey", "log_to_driver": False, "logging_level": logging.ERROR,
                                       "configure_logging": False}
-            if settings.address is None:
+            if settings.address is None:   # a new local Ray on this machine, never one found lying around
                 kwargs["include_dashboard"] = False
             try:
-                ray.init(address=settings.address, **kwargs)
+                ray.init(address=settings.address or "local", **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise rekey_errors.EndpointError(
                     f"ray.address: cannot connect to Ray at {settings.address or 'a new local instance'}: "

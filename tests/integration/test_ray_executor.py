@@ -166,12 +166,13 @@ def test_three_actors_on_three_nodes_every_object_right(sandbox: SandboxInfo, s3
     by_action = {o["key"][0]: o["action"] for o in rep["objects"]}
     assert by_action["m"] in ("multipart-copy", "stream") and by_action["c"] == "stream"
     # the key material stayed on the nodes: nothing of it in the checkpoint, the report or Ray's logs
-    secret = seeded.sse_c_key
     logs = [p for p in Path(cluster.head_node.get_session_dir_path()).rglob("*") if p.is_file()]
-    for path in [tmp_path / "ray.sqlite", report, *logs]:
-        data = path.read_bytes()
-        assert secret not in data and secret.hex().encode() not in data, path
-        assert base64.b64encode(secret) not in data, path
+    assert any("worker" in p.name for p in logs)   # the actors' own logs are among them
+    for secret in (seeded.sse_c_key, (tmp_path / "cse.key").read_bytes()):
+        for path in [tmp_path / "ray.sqlite", report, *logs]:
+            data = path.read_bytes()
+            assert secret not in data and secret.hex().encode() not in data, path
+            assert base64.b64encode(secret) not in data, path
 
 
 def test_a_node_killed_mid_run_still_every_object_right(sandbox: SandboxInfo, s3: Any, bucket: str,
@@ -216,3 +217,22 @@ def test_driver_sigkilled_mid_run_then_resumed(sandbox: SandboxInfo, s3: Any, bu
     assert checkpoint_rows(tmp_path / "ray.sqlite", "SELECT * FROM uploads") == []
     states = load_report(tmp_path / "r.json")["summary"]["by_state"]
     assert set(states) <= {"done", "skipped"} and sum(states.values()) == len(seeded.bodies), states
+
+
+def test_without_an_address_the_run_starts_its_own_local_ray(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                              tmp_path: Path) -> None:
+    bodies = {f"l/{i}": os.urandom(100 + i) for i in range(8)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    config = write_config(tmp_path, {"source": source_section(sandbox, bucket), "target": {"mode": "sse-s3"},
+                                     "run": small_run_section(tmp_path / "cp.sqlite", executor="ray"),
+                                     "ray": {"actors": 1}})
+    report = tmp_path / "r.json"
+    done = run_rekey(sandbox, "run", "-q", "-c", str(config), "--report", str(report), timeout=300)
+    assert done.returncode == 0, done.describe()
+    rep = load_report(report)
+    assert rep["executor"] == {"kind": "ray", "actors": 1, "actors_lost": 0}
+    assert {o["actor"].split("@")[0] for o in rep["objects"]} == {"actor-0"}
+    for key, body in bodies.items():
+        got = s3.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == body and got["ServerSideEncryption"] == "AES256"

@@ -129,3 +129,12 @@ def test_completion_report_appends_jsonl_and_csv(tmp_path: Path) -> None:
     assert json.loads(lines[1])["state"] == "failed" and json.loads(lines[0])["bucket"] == "dst"
     rows = (tmp_path / "c.csv").read_text().splitlines()
     assert rows[0].startswith("bucket,key,version_id,state") and len(rows) == 5
+
+
+def test_ranges_cover_the_key_space_once() -> None:
+    from engine.ranges import BELOW, ranges_from_cuts
+    cuts = ["a" + BELOW, "`" + BELOW, "p/" + BELOW]
+    ranges = ranges_from_cuts(cuts)
+    assert [r.lo for r in ranges] == ["", "`" + BELOW, "a" + BELOW, "p/" + BELOW] and ranges[-1].hi is None
+    for key in ["", " ", "!", "a", "a/1", "`x", "b", "p/", "p/0", "zz", "\u00e9", "\U0010FFFF"]:
+        assert sum(r.holds(key) for r in ranges) == (0 if key == "" else 1), key

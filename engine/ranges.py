@@ -1,0 +1,126 @@
+"""Listing in parallel: the key space under the source prefix cut into ranges that are listed at once.
+
+ListObjectsV2 returns 1,000 keys a call, so one chain of calls lists a billion keys in about a day. A first
+sample learns where the keys are: one key after each probe point (just below the prefix followed by a
+printable character) tells which stretches of the key space hold keys; when they all fall in one stretch, the sample
+goes one character deeper there. Each stretch `(lo, hi]` with keys is a range listed by its own task with
+StartAfter, its resume position kept in the checkpoint (table `listing_ranges`). The ranges cover the
+whole key space (an empty stretch is joined to the range before it), so keys that appear later in any
+stretch are found by the next pass. A listing of one page is one range, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from engine.listing import KeyFilter
+from workers.model import ObjectRef
+from workers.s3 import S3
+
+PROBE_CHARS = [chr(c) for c in range(0x21, 0x7F)]   # printable ASCII; keys below sort into the first range
+# A cut point sorts just below `stem + c`: `stem + (c - 1) + U+10FFFD`. Never a plain `stem + c`: SeaweedFS
+# lists StartAfter=<a "directory" name> as if every key under it came before it (StartAfter "a" skips "a/1").
+BELOW = "\U0010FFFD"
+SAMPLE_DEPTH = 3        # characters below the prefix the sample may go down to
+RANGE_LISTERS = 4       # ranges listed at once
+SPLIT_ABOVE = 1000      # keys: a listing of one page is not split
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Keys after `lo` up to and including `hi` (None: to the end), listed after `position` in this pass."""
+
+    lo: str
+    hi: str | None
+    position: str
+    done: bool = False
+
+    def holds(self, key: str) -> bool:
+        return key > self.lo and (self.hi is None or key <= self.hi)
+
+
+async def _first_after(s3: S3, bucket: str, prefix: str, point: str) -> str | None:
+    page = await s3.list_page(bucket, prefix=prefix, start_after=point, max_keys=1)
+    return page.refs[0].key if page.refs else None
+
+
+async def _sample(s3: S3, bucket: str, prefix: str, stem: str) -> list[str]:
+    """Cut points below `stem` that begin a stretch holding keys (each cut point starts its stretch)."""
+    points = [stem + chr(ord(c) - 1) + BELOW for c in PROBE_CHARS]
+    firsts: list[str | None] = [None] * len(points)
+
+    async def probe(i: int) -> None:
+        firsts[i] = await _first_after(s3, bucket, prefix, points[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(points)):
+            tg.start_soon(probe, i)
+    cuts = []
+    for i, first in enumerate(firsts):
+        nxt = points[i + 1] if i + 1 < len(points) else None
+        if first is not None and first.startswith(stem) and (nxt is None or first <= nxt):
+            cuts.append(points[i])
+    return cuts
+
+
+async def learn_ranges(s3: S3, bucket: str, prefix: str) -> list[KeyRange]:
+    """Ranges for a new pass: one when the listing fits a page, else one per stretch that holds keys."""
+    first = await s3.list_page(bucket, prefix=prefix, max_keys=SPLIT_ABOVE)
+    if not first.truncated:
+        return [KeyRange("", None, "")]
+    stem, cuts = prefix, []
+    for _ in range(SAMPLE_DEPTH):
+        cuts = await _sample(s3, bucket, prefix, stem)
+        if len(cuts) != 1:
+            break
+        stem += chr(ord(cuts[0][len(stem)]) + 1)   # every key sampled starts with this: one character deeper
+    return ranges_from_cuts(cuts)
+
+
+def ranges_from_cuts(cuts: Sequence[str]) -> list[KeyRange]:
+    """Half-open stretches between the cut points, the first from the beginning, the last to the end."""
+    bounds = ["", *sorted(set(cuts))]
+    his: list[str | None] = [*bounds[1:], None]
+    return [KeyRange(lo, hi, lo) for lo, hi in zip(bounds, his, strict=True)]
+
+
+PageSink = Callable[[KeyRange, list[ObjectRef], str, bool], Awaitable[None]]
+
+
+async def list_ranges(s3: S3, bucket: str, key_filter: KeyFilter, ranges: Sequence[KeyRange],
+                      on_page: PageSink) -> None:
+    """List the unfinished ranges, RANGE_LISTERS at once; `on_page(range, wanted refs, position, last)` is
+    called for each page of a range in key order (the pages of different ranges interleave)."""
+    todo = [r for r in ranges if not r.done]
+    send, recv = anyio.create_memory_object_stream[KeyRange](len(todo) or 1)
+    for r in todo:
+        send.send_nowait(r)
+    send.close()
+
+    async def lister() -> None:
+        async for key_range in recv:
+            await _list_one(s3, bucket, key_filter, key_range, on_page)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(RANGE_LISTERS, len(todo))):
+            tg.start_soon(lister)
+
+
+async def _list_one(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange, on_page: PageSink) -> None:
+    position = key_range.position
+    pages = s3.list_pages(bucket, key_filter.prefix, start_after=position)
+    page: list[ObjectRef] | None = None
+    async for nxt in pages:
+        inside = [r for r in nxt if key_range.hi is None or r.key <= key_range.hi]
+        ended = len(inside) < len(nxt)
+        if page is not None:
+            await on_page(key_range, [r for r in page if key_filter.wants(r.key)], position, False)
+        page = inside
+        if inside:
+            position = inside[-1].key
+        if ended:
+            break
+    await on_page(key_range, [r for r in (page or []) if key_filter.wants(r.key)], position, True)
