@@ -1,0 +1,189 @@
+"""Scale benchmarks (not timed tests): S8, the driver flat in object count, and S1/S6 on the Ray executor.
+
+    python -m bench.scale s8 [--counts 2000,20000,200000]      local executor, 1 KiB objects bucket to bucket
+    python -m bench.scale ray [--objects 2000] [--actors 2]     S1-like run, local next to ray; Ray start-up
+
+S8 seeds each count once into its own bucket (reused by later invocations of the same sandbox workdir),
+runs `rekey run` bucket to bucket to SSE-S3, and reports wall time, objects/s, client CPU per object, the
+driver's peak RSS and how long `rekey status` takes on the checkpoint the run left. The Ray runs measure
+the CPU of every process of the run (driver, Ray's own processes and the actors), sampled from /proc.
+Results are printed as Markdown rows for bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.run import _hwm_kib, _tree, boto_client
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class Sampled:
+    code: int
+    wall: float
+    cpu: float          # user + system of every process of the tree, summed
+    rss_mib: float      # the biggest VmHWM of one process of the tree (the driver for local runs)
+    driver_rss_mib: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return -1.0
+
+
+def sample(argv: list[str], env: dict[str, str], cwd: Path) -> Sampled:
+    """Run a command; sample CPU and peak RSS of it and every descendant every 50 ms."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cpu: dict[int, float] = {}
+    hwm: dict[int, int] = {}
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        for p in _tree(proc.pid):
+            seen = _cpu_seconds(p)
+            if seen >= 0:
+                cpu[p] = seen
+            hwm[p] = max(hwm.get(p, 0), _hwm_kib(p))
+        time.sleep(0.05)
+    wall = time.monotonic() - start
+    cpu[proc.pid] = usage.ru_utime + usage.ru_stime
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        print(err, file=sys.stderr)
+    return Sampled(code, wall, sum(cpu.values()), max(hwm.values(), default=0) / 1024,
+                   hwm.get(proc.pid, 0) / 1024)
+
+
+def seed(client: Any, bucket: str, count: int, size: int) -> None:
+    """`count` objects of `size` bytes in `bucket`, unless it already holds them."""
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    have = client.list_objects_v2(Bucket=bucket, StartAfter=f"data/{count - 1:09d}", MaxKeys=1)
+    last = client.list_objects_v2(Bucket=bucket, Prefix=f"data/{count - 1:09d}", MaxKeys=1)
+    if last.get("KeyCount") and not have.get("KeyCount"):
+        return
+    body = os.urandom(size)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: client.put_object(Bucket=bucket, Key=f"data/{i:09d}", Body=body), range(count)))
+
+
+def config(tmp: Path, info: Any, src: str, dst: str | None, target: dict[str, Any], *, executor: str = "local",
+           actors: int | None = None, concurrency: int = 64) -> Path:
+    lines = [f'[source]\nbucket = "{src}"\nendpoint_url = "{info.s3_http}"\nregion = "{info.region}"\n']
+    if dst:
+        lines.append(f'[destination]\nbucket = "{dst}"\n')
+    lines.append("[target]\n" + "".join(f'{k} = "{v}"\n' for k, v in target.items()))
+    lines.append(f'[kms]\nendpoint_url = "{info.kms_url}"\nregion = "{info.region}"\n')
+    lines.append(f'[run]\ncheckpoint = "{tmp / "cp.sqlite"}"\nconcurrency = {concurrency}\nexecutor = "{executor}"\n')
+    if actors:
+        lines.append(f"[ray]\nactors = {actors}\n")
+    path = tmp / "rekey.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def env_for(info: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.lower().endswith("_proxy")}
+    env.update(info.env())
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+def rekey(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *args]
+
+
+def s8(info: Any, counts: list[int]) -> None:
+    client = boto_client(info)
+    print("| objects | wall s | objects/s | client CPU ms/object | driver peak RSS MiB | `rekey status` s |")
+    print("|---|---|---|---|---|---|")
+    for n in counts:
+        src = f"s8-src-{n}"
+        seed(client, src, n, 1024)
+        with tempfile.TemporaryDirectory(prefix="s8-") as d:
+            tmp = Path(d)
+            dst = f"s8-dst-{n}-{int(time.time())}"
+            client.create_bucket(Bucket=dst)
+            cfg = config(tmp, info, src, dst, {"mode": "sse-s3"})
+            run = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
+            started = time.monotonic()
+            st = subprocess.run(rekey("status", "-c", str(cfg)), env=env_for(info), capture_output=True, check=False)
+            status_s = time.monotonic() - started
+            assert run.code == 0 and st.returncode == 0, st.stderr
+            print(f"| {n:,} | {run.wall:.1f} | {n / run.wall:.0f} | {1000 * run.cpu / n:.2f} | "
+                  f"{run.driver_rss_mib:.0f} | {status_s:.2f} |", flush=True)
+
+
+def ray_runs(info: Any, objects: int, actors: int) -> None:
+    client = boto_client(info)
+    src = f"s1-src-{objects}"
+    seed(client, src, objects, 8 * 1024)
+    print("| executor | wall s | objects/s | client CPU ms/object (all processes) | peak RSS MiB (biggest) |")
+    print("|---|---|---|---|---|")
+    for executor in ("local", "ray"):
+        with tempfile.TemporaryDirectory(prefix="s1-") as d:
+            tmp = Path(d)
+            dst = f"s1-dst-{executor}-{int(time.time())}"
+            client.create_bucket(Bucket=dst)
+            client.put_object(Bucket=dst, Key="warm", Body=b"x")   # the volume allocation, not measured
+            cfg = config(tmp, info, src, dst, {"mode": "sse-s3"}, executor=executor,
+                         actors=actors if executor == "ray" else None)
+            run = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
+            assert run.code == 0
+            label = f"ray, {actors} actors" if executor == "ray" else "local"
+            print(f"| {label} | {run.wall:.1f} | {objects / run.wall:.0f} | {1000 * run.cpu / objects:.2f} | "
+                  f"{run.rss_mib:.0f} |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="s1-empty-") as d:   # Ray's start-up: a run with nothing to do
+        tmp = Path(d)
+        client.create_bucket(Bucket="ray-empty")
+        cfg = config(tmp, info, "ray-empty", None, {"mode": "sse-s3"}, executor="ray", actors=actors)
+        empty = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
+        cfg = config(tmp, info, "ray-empty", None, {"mode": "sse-s3"})
+        (tmp / "cp.sqlite").unlink()
+        local = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
+        print(f"\nRay start-up (an empty bucket): {empty.wall:.1f} s wall, {empty.cpu:.1f} s CPU with Ray; "
+              f"{local.wall:.1f} s, {local.cpu:.1f} s CPU local")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("s8", "ray"))
+    ap.add_argument("--counts", default="2000,20000")
+    ap.add_argument("--objects", type=int, default=2000)
+    ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--workdir", help="sandbox data kept here (seeded buckets are reused)")
+    args = ap.parse_args(argv)
+    from engine.sandbox import Sandbox
+    sandbox = Sandbox(workdir=args.workdir) if args.workdir else Sandbox()
+    info = sandbox.start()
+    try:
+        if args.what == "s8":
+            s8(info, [int(c) for c in args.counts.split(",")])
+        else:
+            ray_runs(info, args.objects, args.actors)
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
