@@ -236,3 +236,29 @@ def test_without_an_address_the_run_starts_its_own_local_ray(sandbox: SandboxInf
     for key, body in bodies.items():
         got = s3.get_object(Bucket=bucket, Key=key)
         assert got["Body"].read() == body and got["ServerSideEncryption"] == "AES256"
+
+
+def test_bench_on_the_cluster_runs_every_actor_at_once_and_sums(sandbox: SandboxInfo, bucket: str,
+                                                                 cluster: Cluster) -> None:
+    ensure_nodes(cluster)
+    out = run_rekey(sandbox, "bench", "--executor", "ray", "--ray-address", cluster.address, "--actors", "3",
+                    "--endpoint-url", sandbox.s3_http, "--region", sandbox.region, "--bucket", bucket,
+                    "--modes", "none,sse-s3", "--count", "4", "--size", "1KiB", "--concurrency", "2", "--json",
+                    timeout=300)
+    assert out.returncode == 0, out.describe()
+    data = json.loads(out.stdout)
+    assert data["executor"] == {"kind": "ray", "actors": 3}
+    assert len(data["actors"]) == 3 and len({a["actor"].split("@")[1] for a in data["actors"]}) == NODES
+    for mode in data["modes"]:
+        assert {p["op"]: p["ok"] for p in mode["phases"]} == {"PUT": 12, "GET": 12, "COPY": 12}, mode
+        per = [next(m for m in a["modes"] if m["mode"] == mode["mode"]) for a in data["actors"]]
+        assert mode["phases"][0]["objects_per_s"] == pytest.approx(sum(m["phases"][0]["objects_per_s"] for m in per))
+    assert data["modes"][1]["applied"] is True
+    assert open_uploads_or_objects(sandbox, bucket) == []
+
+
+def open_uploads_or_objects(sandbox: SandboxInfo, bucket: str) -> list[str]:
+    """Scratch objects the benchmark left (it deletes them all)."""
+    from tests.helpers import s3_client
+    client = s3_client(sandbox)
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
