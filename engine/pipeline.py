@@ -60,6 +60,7 @@ class RunResult:
     fatal: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
     executor: ExecutorStats = field(default_factory=lambda: ExecutorStats("local", 1))
+    read_back: dict[str, int] = field(default_factory=dict)   # readback_<path>: objects read back right here
 
 
 def check_transport(config: Config) -> None:
@@ -479,6 +480,9 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                 result.requests = source.requests + (dest.requests if dest is not source else 0)
                 result.executor = executor.statistics()
                 result.requests += result.executor.requests
+                # Objects read back per path by this process's workers (Ray actors keep their own counts;
+                # the verdicts reach the capabilities either way).
+                result.read_back = {k: v for k, v in job.calibration.items() if k.startswith("readback_")}
     finally:
         progress.close()
         if completion is not None:

@@ -95,6 +95,13 @@ def build_report(config: Config, cp: Checkpoint, result: RunResult | None, *,
             "retries": result.retries,
             "min_concurrency": result.min_window,
             "capabilities": result.capabilities,
+            # Write paths whose first objects were read back byte for byte: how many this run, and whether
+            # the path is now trusted (true), turned off (false) or still calibrating (null).
+            "calibrated": {
+                name.removeprefix("readback_"): {"read_back": result.read_back.get(name, 0),
+                                                 "trusted": result.capabilities.get(name)}
+                for name in sorted({*result.read_back, *(c for c in result.capabilities
+                                                         if c.startswith("readback_"))})},
             "this_run": result.counts,
         }
         ex = result.executor

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from workers import sse
+from workers import carry, readback, sse
+from workers.carry import Carried
 from workers.cse import (
     INSTRUCTION_SUFFIX,
     ContentAlg,
@@ -31,17 +34,20 @@ from workers.job import CseSettings, Job
 from workers.model import Action, Encryption, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
 from workers.s3 import CopyRequest, Directive, Source, Written
-from workers.serverside import copy_object, multipart_copy
+from workers.serverside import PER_KEY, PERCENT_KEY, copy_object, multipart_copy, source_tags
 from workers.stream import stream_copy
 from workers.update_encryption import update_object_encryption
 
 log = logging.getLogger("rekey.migrate")
 
 # Capability names remembered per run in the checkpoint.
-CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server answered 501
+CAP_PART_COPY_FROM = "upload_part_copy_from_{mode}"   # False once the server refused it (501, SSE-C 400)
+CAP_PART_COPY_PERCENT = "upload_part_copy_finds_percent_keys"  # False once one with `%` answered NoSuchKey
+CAP_COPY_FROM = "copy_object_from_{mode}"              # False once CopyObject from such a source answered 501
 CAP_COPY_APPLIES = "copy_applies_{src}_to_{dst}"       # False once a copy did not apply the encryption
 CAP_RESPONSE_TRUTHFUL = "copy_response_truthful_{src}_to_{dst}"  # verify = "auto": answers match HEADs
 CAP_COPY_FIRST = "copy_first"  # False once a copy made before reading the source came out not as asked
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 CALIBRATION = 3  # objects per path verified both ways before copy answers are trusted
 INSTRUCTION_MAX = 64 * 1024
 INSTRUCTION_KEYS = frozenset({"x-amz-3", "x-amz-key-v2", "x-amz-key"})  # an encrypted data key
@@ -83,21 +89,32 @@ def _not_older(dest: ObjectHead, src: ObjectHead) -> bool:
 
 
 async def head_source(job: Job, ref: ObjectRef) -> ObjectHead:
-    """HeadObject on the source; an SSE-C object is asked again with the configured source key."""
+    """HeadObject on the source; an SSE-C object is asked again with the configured source key, and in
+    place with an SSE-C target also with the target key (an earlier write put it under that key)."""
     try:
         return await job.retried(f"head {ref.key}", lambda: job.source.head(
             job.src.bucket, ref.key, version_id=ref.version_id))
     except KeyRequiredError:
-        if job.source_sse_c_key is None:
-            raise KeyRequiredError("object is SSE-C encrypted and no [source] sse_c_key_file is configured",
-                                   bucket=job.src.bucket, key=ref.key, op="head_object") from None
-    enc = Encryption(Mode.SSE_C, sse_c_key=job.source_sse_c_key)
-    try:
-        return await job.retried(f"head {ref.key}", lambda: job.source.head(
-            job.src.bucket, ref.key, read_enc=enc, version_id=ref.version_id))
-    except WrongKeyError:
-        raise WrongKeyError(f"[source] sse_c_key_file (key MD5 {enc.key_md5}) does not open this SSE-C object",
-                            bucket=job.src.bucket, key=ref.key, op="head_object") from None
+        pass
+    source = Encryption(Mode.SSE_C, sse_c_key=job.source_sse_c_key) if job.source_sse_c_key is not None else None
+    target = job.target if job.in_place and job.target.mode == Mode.SSE_C else None
+    for enc in (source, target if target is not None and target.key_md5 != (source and source.key_md5) else None):
+        if enc is None:
+            continue
+        try:
+            return await _head_with(job, ref, enc)
+        except WrongKeyError:
+            pass
+    if source is None:
+        raise KeyRequiredError("object is SSE-C encrypted and no [source] sse_c_key_file is configured",
+                               bucket=job.src.bucket, key=ref.key, op="head_object")
+    raise WrongKeyError(f"[source] sse_c_key_file (key MD5 {source.key_md5}) does not open this SSE-C object",
+                        bucket=job.src.bucket, key=ref.key, op="head_object")
+
+
+async def _head_with(job: Job, ref: ObjectRef, enc: Encryption) -> ObjectHead:
+    return await job.retried(f"head {ref.key}", lambda: job.source.head(
+        job.src.bucket, ref.key, read_enc=enc, version_id=ref.version_id))
 
 
 async def head_dest(job: Job, ref: ObjectRef) -> ObjectHead | None:
@@ -118,6 +135,11 @@ async def check_written(job: Job, key: str, size: int) -> tuple[ObjectHead, str 
     if why is None and head.size != size:
         why = f"size is {head.size}, source had {size}"
     return head, why
+
+
+async def check_carried(job: Job, key: str, written: ObjectHead, carried: Carried | None) -> str | None:
+    """After a write that came out in the right encryption: its tags and user metadata are the source's."""
+    return None if carried is None else await carry.mismatch(job, key, written, carried)
 
 
 def _verify_error(job: Job, key: str, why: str) -> VerifyError:
@@ -192,6 +214,11 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
                  dest_key, why)
         await _learn(job, CAP_COPY_FIRST, False)
         return None   # the ordinary path copies or streams it again, over this copy
+    why = await carry.copy_first_tags(job, ref.key, dest_key, written, source_tags)
+    if why is not None:
+        log.info("%s: a copy before reading the source %s; reading sources first from now on", dest_key, why)
+        await _learn(job, CAP_COPY_FIRST, False)
+        return None
     return Outcome(key=ref.key, state=State.DONE, action=Action.COPY, source_mode=None,
                    target_mode=job.target.mode, bytes_copied=ref.size, new_etag=written.etag)
 
@@ -236,7 +263,8 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
               plan.reason)
     if plan.action == Action.SKIP:
         return replace(base, new_etag=head.etag if job.in_place else None)
-    action, copied, through = plan.action, 0, 0
+    action: Action = plan.action
+    copied, through = 0, 0
     if action in (Action.COPY, Action.MULTIPART_COPY) and await update_object_encryption(job, ref, head):
         written, why = await check_written(job, ref.key, head.size)
         if why is None and written.etag != head.etag:
@@ -244,46 +272,162 @@ async def _migrate_known(job: Job, ref: ObjectRef, head: ObjectHead, base: Outco
         if why is not None:
             raise _verify_error(job, ref.key, why)
         return replace(base, state=State.DONE, action=Action.UPDATE, new_etag=written.etag)
-    if action == Action.MULTIPART_COPY:
-        try:
-            await multipart_copy(job, ref, head)
-            copied = head.size
-        except UnsupportedError:
-            await _learn(job, CAP_PART_COPY_FROM.format(mode=source_mode.value), False)
-            action = Action.STREAM
-    elif action == Action.COPY:
-        response = await copy_object(job, ref, head)
-        copied = head.size
-        if job.verify_auto and _response_trusted(job, source_mode) and \
-                sse.mismatch(response.encryption, job.target) is None:
-            etag = response.etag or None
-            return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=etag)
+    # Read before any write that could drop them (an in-place copy may delete them): the tags to carry.
+    tags = await source_tags(job, ref)
+    result = await server_side(job, ref, head, action, tags)
+    if result.outcome is not None:
+        return replace(base, **result.outcome)
+    action, copied, head, ref = result.action, result.copied, result.head, replace(ref, etag=result.head.etag)
     dest_key = job.dest_key(ref.key)
-    if action != Action.STREAM and job.verify:
-        written, why = await check_written(job, dest_key, head.size)
-        if action == Action.COPY and job.verify_auto:
-            await _calibrate(job, source_mode, response, written)
-        if why is None:
-            return replace(base, state=State.DONE, action=action, bytes_copied=copied, new_etag=written.etag)
-        if written.size != head.size or written.encryption.mode not in (source_mode, job.target.mode):
-            raise _verify_error(job, dest_key, why)
-        # The server copied the data but did not apply the new encryption (SeaweedFS keeps the old
-        # KMS key on an SSE-KMS to SSE-KMS copy): remember that, and stream this object instead.
-        await _learn(job, CAP_COPY_APPLIES.format(src=source_mode.value, dst=job.target.mode.value), False)
-        if job.in_place:  # the object is now our copy: same bytes, new ETag
-            head = await head_source(job, ref)
-            ref = replace(ref, etag=head.etag)
-        action, copied = Action.STREAM, 0
+    cal = None
     if action == Action.STREAM:
-        through = (await stream_copy(job, ref, head)).bytes_through_client
+        cal = await _stream_calibration(job, ref, head, result.held_sha256)
+        through = (await stream_copy(job, ref, head, tags=tags, held=result.held)).bytes_through_client
     new_etag = None
     if job.verify:
         written, why = await check_written(job, dest_key, head.size)
+        if why is None:
+            why = await check_carried(job, dest_key, written, _carried(job, head, tags, action))
+        if why is None and cal is not None:
+            why = await readback.after_write(job, dest_key, head.size, cal)
         if why is not None:
             raise _verify_error(job, dest_key, why)
         new_etag = written.etag
     return replace(base, state=State.DONE, action=action, bytes_copied=copied, bytes_through_client=through,
                    new_etag=new_etag)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSide:
+    """What the server-side attempt left: a finished outcome's fields, or the route still to take."""
+
+    action: Action                  # the route still to take (STREAM after a fallback), when not finished
+    head: ObjectHead                # the object to read from now (in place: our copy after a failed one)
+    copied: int = 0
+    outcome: dict[str, Any] | None = None
+    held: bytes | None = field(default=None, repr=False)  # the source's bytes, when a broken path damaged it
+    held_sha256: str | None = None
+
+
+async def _stream_calibration(job: Job, ref: ObjectRef, head: ObjectHead,
+                              held_sha256: str | None) -> readback.Calibration | None:
+    """The stream path's read-back calibration for this object, if it is still undecided; a stream path
+    that failed it is refused (there is no other route to fall back to)."""
+    path = readback.path_of(job, head, Action.STREAM.value)
+    trusted = readback.state(job, path)
+    if trusted is False:
+        raise _verify_error(job, job.dest_key(ref.key), f"the {path} path failed read-back calibration in this "
+                            "run: refusing to write on it")
+    if trusted is True or not job.verify:
+        return None
+    if held_sha256 is not None:
+        return readback.Calibration(path, held_sha256)
+    return await readback.before_write(job, ref, head, path, hold=False)
+
+
+def _carried(job: Job, head: ObjectHead, tags: carry.Tags, action: Action) -> Carried:
+    multipart = head.size > job.single_put_max if action == Action.STREAM else action == Action.MULTIPART_COPY
+    return Carried(head, tags, carry.route_of(action.value, in_place=job.in_place, multipart=multipart))
+
+
+async def server_side(job: Job, ref: ObjectRef, head: ObjectHead, action: Action, tags: carry.Tags) -> ServerSide:
+    """The fallback hook: CopyObject or UploadPartCopy, verified; any form the server refuses (501, an SSE-C
+    copy it rejects, a key it cannot find) or does not apply (encryption, tags, metadata, bytes that do not
+    read back) falls back to a streamed copy, and what was learned is remembered for the rest of the run."""
+    if action not in (Action.COPY, Action.MULTIPART_COPY):
+        return ServerSide(action, head)
+    path = readback.path_of(job, head, action.value)
+    trusted = readback.state(job, path)
+    if trusted is False or (trusted is None and job.verify and not readback.can_hold(job, head)):
+        return ServerSide(Action.STREAM, head)   # turned off, or undecided and too large to hold
+    cal = await readback.before_write(job, ref, head, path, hold=job.in_place) \
+        if trusted is None and job.verify else None
+    try:
+        response = await copy_object(job, ref, head) if action == Action.COPY else \
+            (await multipart_copy(job, ref, head, tags=tags))[0]
+    except UnsupportedError as exc:
+        await _learn_refusal(job, head, action, exc)
+        return ServerSide(Action.STREAM, head)
+    done = {"state": State.DONE, "action": action, "bytes_copied": head.size}
+    if action == Action.COPY and job.verify_auto and _response_trusted(job, head.encryption.mode) and \
+            cal is None and sse.mismatch(response.encryption, job.target) is None and not tags:
+        return ServerSide(action, head, head.size, {**done, "new_etag": response.etag or None})
+    if not job.verify:
+        return ServerSide(action, head, head.size, done)
+    return await _checked(job, ref, head, action, tags, response, cal, done)
+
+
+async def _learn_refusal(job: Job, head: ObjectHead, action: Action, exc: UnsupportedError) -> None:
+    """What a refused CopyObject / UploadPartCopy says about the server (nothing, for one key's 404)."""
+    mode = head.encryption.mode.value
+    cap = CAP_PART_COPY_FROM.format(mode=mode) if action == Action.MULTIPART_COPY else CAP_COPY_FROM.format(mode=mode)
+    if exc.code == PERCENT_KEY:
+        cap = CAP_PART_COPY_PERCENT
+    if exc.code != PER_KEY:
+        await _learn(job, cap, False)
+
+
+async def _not_applied(job: Job, head: ObjectHead, written: ObjectHead, dest_key: str, why: str) -> None:
+    """A server-side write came out in the wrong encryption. The server copied the data but did not apply
+    the new encryption (SeaweedFS keeps the old KMS key on an SSE-KMS to SSE-KMS copy; RGW 16 stores a copy
+    in plaintext): remember that, and stream this object instead. Anything else fails the object."""
+    source_mode = head.encryption.mode
+    if written.size != head.size or written.encryption.mode not in (source_mode, job.target.mode):
+        raise _verify_error(job, dest_key, why)
+    await _learn(job, CAP_COPY_APPLIES.format(src=source_mode.value, dst=job.target.mode.value), False)
+
+
+async def _checked(job: Job, ref: ObjectRef, head: ObjectHead, action: Action, tags: carry.Tags,
+                   response: Written, cal: readback.Calibration | None, done: dict[str, Any]) -> ServerSide:
+    """Verify a server-side write: encryption and size, then tags and metadata, then (calibrating) the bytes."""
+    source_mode, dest_key = head.encryption.mode, job.dest_key(ref.key)
+    written, why = await check_written(job, dest_key, head.size)
+    if action == Action.COPY and job.verify_auto:
+        await _calibrate(job, source_mode, response, written)
+    if why is not None:
+        await _not_applied(job, head, written, dest_key, why)
+    else:
+        why = await check_carried(job, dest_key, written, _carried(job, head, tags, action))
+        if why is None and cal is not None and await readback.after_write(job, dest_key, head.size, cal):
+            now = await head_source(job, ref) if job.in_place else head
+            return ServerSide(Action.STREAM, now, held=cal.held, held_sha256=cal.sha256)
+        if why is None:
+            return ServerSide(action, head, head.size, {**done, "new_etag": written.etag})
+        log.info("%s: the %s did not carry the object over (%s): streaming it", dest_key, action.value, why)
+    if job.in_place:  # the object is now our copy: same bytes, new ETag
+        head = await head_source(job, ref)
+    return ServerSide(Action.STREAM, head)
+    if action == Action.COPY and job.verify_auto and _response_trusted(job, source_mode) and cal is None and \
+            sse.mismatch(sse.observed(response), job.target) is None and not tags:
+        etag = str((response.get("CopyObjectResult") or {}).get("ETag") or "") or None
+        return ServerSide(action, head, head.size, {"state": State.DONE, "action": action,
+                                                     "bytes_copied": head.size, "new_etag": etag})
+    if not job.verify:
+        return ServerSide(action, head, head.size, {"state": State.DONE, "action": action, "bytes_copied": head.size})
+    written, why = await check_written(job, dest_key, head.size)
+    if action == Action.COPY and job.verify_auto:
+        await _calibrate(job, source_mode, response, written)
+    if why is None:
+        why = await check_carried(job, dest_key, written, _carried(job, head, tags, action))
+        if why is None and cal is not None:
+            why = await readback.after_write(job, dest_key, head.size, cal)
+            if why is not None:
+                now = await head_source(job, ref) if job.in_place else head
+                return ServerSide(Action.STREAM, now, held=cal.held, held_sha256=cal.sha256)
+        if why is None:
+            return ServerSide(action, head, head.size, {"state": State.DONE, "action": action,
+                                                         "bytes_copied": head.size, "new_etag": written.etag})
+        log.info("%s: the %s did not carry the object over (%s): streaming it", dest_key, action.value, why)
+    else:
+        if written.size != head.size or written.encryption.mode not in (source_mode, job.target.mode):
+            raise _verify_error(job, dest_key, why)
+        # The server copied the data but did not apply the new encryption (SeaweedFS keeps the old
+        # KMS key on an SSE-KMS to SSE-KMS copy; RGW 16 stores a copy in plaintext): remember that,
+        # and stream this object instead.
+        await _learn(job, CAP_COPY_APPLIES.format(src=source_mode.value, dst=job.target.mode.value), False)
+    if job.in_place:  # the object is now our copy: same bytes, new ETag
+        head = await head_source(job, ref)
+    return ServerSide(Action.STREAM, head)
 
 
 async def _migrate_cse(job: Job, ref: ObjectRef, head: ObjectHead, base: Outcome, env: Envelope | None) -> Outcome:
@@ -368,6 +512,9 @@ def _copy_applies(job: Job, head: ObjectHead) -> bool:
     if job.caps is None:
         return True
     name = CAP_COPY_APPLIES.format(src=head.encryption.mode.value, dst=job.target.mode.value)
+    if head.size <= job.multipart_threshold and job.caps.get(
+            CAP_COPY_FROM.format(mode=head.encryption.mode.value)) is False:
+        return False
     return job.caps.get(name) is not False
 
 
@@ -375,6 +522,10 @@ def _part_copy_ok(job: Job, head: ObjectHead) -> bool:
     if job.caps is None:
         return True
     if job.caps.get(CAP_PART_COPY_FROM.format(mode=head.encryption.mode.value)) is False:
+        return False
+    if "%" in head.key and (job.caps.get(CAP_PART_COPY_PERCENT) is False or _MALFORMED_ESCAPE.search(head.key)):
+        # RGW 16 decodes the copy source once too often: `%41` names another key (NoSuchKey, learned), and
+        # a `%` not followed by two hex digits aborts radosgw itself (an assertion): never sent there.
         return False
     # UploadPartCopy into an SSE-C destination needs a probe: some servers complete it unreadably.
     return not (job.target.mode == Mode.SSE_C and job.caps.get("upload_part_copy_into_sse_c") is not True)

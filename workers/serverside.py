@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from workers.errors import ObjectGoneError, RekeyError, UnsupportedError, WrongKeyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 from workers.multipart import run_multipart
@@ -45,18 +48,50 @@ def dest_key_enc(job: Job) -> Encryption | None:
     return job.target if job.target.mode == Mode.SSE_C else None
 
 
-async def multipart_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> tuple[Written, int]:
-    """UploadPartCopy of every part in parallel; returns (complete answer, parts reused from a crash)."""
+PER_KEY = "per-key"          # UnsupportedError.code: this key only (the server could not find it)
+PERCENT_KEY = "percent-key"  # ... a key with `%` the server's UploadPartCopy could not find
+SSE_C_FORM = "sse-c"         # ... the server refuses UploadPartCopy with SSE-C keys (the key itself is right)
+
+
+async def _refused(job: Job, ref: ObjectRef, head: ObjectHead, exc: RekeyError, sse_c: bool) -> RekeyError:
+    """An UploadPartCopy refusal that is about the request's form, not the object, as an UnsupportedError
+    (the caller then streams the object): an SSE-C key refused although HeadObject took it, or NoSuchKey
+    although the source is still there with the same ETag (RGW 16 for keys with `%`)."""
+    if isinstance(exc, WrongKeyError) and sse_c:
+        return UnsupportedError(f"the server refuses UploadPartCopy with SSE-C keys ({exc.message})",
+                                bucket=exc.bucket, key=exc.key, op=exc.op, code=SSE_C_FORM)
+    if isinstance(exc, ObjectGoneError):
+        try:
+            again = await job.source.head(job.src.bucket, ref.key, read_enc=source_key(head, job),
+                                          version_id=ref.version_id)
+        except RekeyError:
+            return exc
+        if again.etag == head.etag:
+            return UnsupportedError(f"UploadPartCopy cannot find a source that exists ({exc.message})",
+                                    bucket=exc.bucket, key=exc.key, op=exc.op,
+                                    code=PERCENT_KEY if "%" in ref.key else PER_KEY)
+    return exc
+
+
+async def multipart_copy(job: Job, ref: ObjectRef, head: ObjectHead, *,
+                         tags: Mapping[str, str] | None = None) -> tuple[Written, int]:
+    """UploadPartCopy of every part in parallel; returns (complete answer, parts reused from a crash).
+    `tags`: the source's tags as read before any write (read here when not given). A refusal of the
+    request's form (see `_refused`) comes out as an UnsupportedError."""
     dest_key = job.dest_key(ref.key)
     part_size = adjust_part_size(head.size, job.part_size)
     create = CreateUpload(job.dst.bucket, dest_key, encryption=job.target, attributes=Attributes.of(head),
-                          tags=await source_tags(job, ref))
+                          tags=await source_tags(job, ref) if tags is None else tags)
     src = copy_source(job, head, ref)
     dest_enc = dest_key_enc(job)
+    sse_c = src.sse_c or dest_enc is not None
 
     async def upload_part(upload_id: str, span: PartSpan) -> PartResult:
-        return await job.retried(f"part {span.number} of {ref.key}", lambda: job.dest.upload_part_copy(
-            job.dst.bucket, dest_key, upload_id, span.number, src, span.start, span.end, encryption=dest_enc))
+        try:
+            return await job.retried(f"part {span.number} of {ref.key}", lambda: job.dest.upload_part_copy(
+                job.dst.bucket, dest_key, upload_id, span.number, src, span.start, span.end, encryption=dest_enc))
+        except (WrongKeyError, ObjectGoneError) as exc:
+            raise await _refused(job, ref, head, exc, sse_c) from None
 
     return await run_multipart(
         job, ref, kind="part-copy", part_size=part_size, spans=split(head.size, part_size), create=create,

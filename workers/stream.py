@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import anyio
 
+from workers.errors import ObjectChangedError, ObjectGoneError, RekeyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 from workers.multipart import run_multipart
@@ -21,7 +23,11 @@ from workers.parts import PartSpan, adjust_part_size, split
 from workers.s3 import Attributes, CreateUpload, PutRequest, Written
 from workers.serverside import dest_key_enc, source_tags
 
+log = logging.getLogger("rekey.stream")
+
 _OFFLOAD = 1024 * 1024  # hash buffers larger than this in a worker thread
+CAP_IF_MATCH_UNQUOTED = "if_match_unquoted"   # True once the server refused the quoted ETag of an unchanged object
+_GUARDED_WRITES = frozenset({"put_object", "complete_multipart_upload"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,10 @@ async def reserved(job: Job, nbytes: int) -> AsyncIterator[None]:
         yield
 
 
-async def read_range(job: Job, ref: ObjectRef, head: ObjectHead, start: int, end: int) -> bytes:
+async def read_range(job: Job, ref: ObjectRef, head: ObjectHead, start: int, end: int,
+                     held: bytes | None = None) -> bytes:
+    if held is not None:   # the source's bytes, read before a write that damaged the object (in place)
+        return held[start:end + 1]
     enc = source_read_enc(job, head)
     return await job.retried(
         f"get {ref.key} bytes {start}-{end}",
@@ -62,17 +71,51 @@ async def read_range(job: Job, ref: ObjectRef, head: ObjectHead, start: int, end
                                      version_id=ref.version_id))
 
 
-async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResult:
-    """Copy through the client, re-encrypting server-side on the way in (no client-side transform)."""
+async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mapping[str, str] | None = None,
+                      held: bytes | None = None) -> StreamResult:
+    """Copy through the client, re-encrypting server-side on the way in (no client-side transform).
+    `tags`: the source's tags as read before any write (read here when not given). `held`: the source's
+    bytes, when a write that damaged it (in place) left them only in memory.
+
+    In place the final write carries If-Match. A 412 to it while the object's ETag is still the one
+    read means the server wants the other form of the ETag (RGW 16 matches only the unquoted one): the
+    other form is learned for the run and the write is done again; a real change stays a 412."""
+    if tags is None:
+        tags = await source_tags(job, ref)
+    unquoted = job.caps is not None and job.caps.get(CAP_IF_MATCH_UNQUOTED) is True
+    try:
+        return await _stream_copy(job, ref, head, tags, unquoted=unquoted, held=held)
+    except ObjectChangedError as exc:
+        if isinstance(exc, ObjectGoneError) or exc.op not in _GUARDED_WRITES or not replace_guard(job, head) \
+                or not await _unchanged(job, ref, head):
+            raise
+    log.info("%s: If-Match with the %s ETag refused although the object is unchanged: using the other form",
+             ref.key, "unquoted" if unquoted else "quoted")
+    if job.caps is not None:
+        await job.caps.learn(CAP_IF_MATCH_UNQUOTED, not unquoted)
+    return await _stream_copy(job, ref, head, tags, unquoted=not unquoted, held=held)
+
+
+async def _unchanged(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
+    """Is the object still the one that was read (same ETag on a fresh HEAD)?"""
+    try:
+        again = await job.retried(f"head {ref.key}", lambda: job.source.head(
+            job.src.bucket, ref.key, read_enc=source_read_enc(job, head), version_id=ref.version_id))
+    except RekeyError:
+        return False
+    return again.etag == head.etag
+
+
+async def _stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, tags: Mapping[str, str], *,
+                       unquoted: bool, held: bytes | None) -> StreamResult:
     dest_key = job.dest_key(ref.key)
-    tags = await source_tags(job, ref)
     attributes = Attributes.of(head)
+    guard = replace_guard(job, head, unquoted=unquoted)
     if head.size <= job.single_put_max:
         async with reserved(job, head.size):
-            body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
+            body = await read_range(job, ref, head, 0, head.size - 1, held) if head.size else b""
             req = PutRequest(job.dst.bucket, dest_key, body, content_md5=await content_md5(body),
-                             encryption=job.target, attributes=attributes, tags=tags,
-                             if_match=replace_guard(job, head))
+                             encryption=job.target, attributes=attributes, tags=tags, if_match=guard)
             written = await job.retried(f"put {dest_key}", lambda: job.dest.put(req))
         return StreamResult(written, 0, 2 * head.size)
 
@@ -83,7 +126,7 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
     async def upload_part(upload_id: str, span: PartSpan) -> PartResult:
         nonlocal moved
         async with reserved(job, span.size):
-            data = await read_range(job, ref, head, span.start, span.end)
+            data = await read_range(job, ref, head, span.start, span.end, held)
             md5 = await content_md5(data)
             part = await job.retried(f"part {span.number} of {dest_key}", lambda: job.dest.upload_part(
                 job.dst.bucket, dest_key, upload_id, span.number, data, content_md5=md5, encryption=dest_enc))
@@ -93,11 +136,14 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead) -> StreamResul
     written, reused = await run_multipart(
         job, ref, kind="stream", part_size=part_size, spans=split(head.size, part_size),
         create=CreateUpload(job.dst.bucket, dest_key, encryption=job.target, attributes=attributes, tags=tags),
-        upload_part=upload_part, complete_encryption=dest_enc, complete_if_match=replace_guard(job, head))
+        upload_part=upload_part, complete_encryption=dest_enc, complete_if_match=guard)
     return StreamResult(written, reused, moved)
 
 
-def replace_guard(job: Job, head: ObjectHead) -> str | None:
+def replace_guard(job: Job, head: ObjectHead, *, unquoted: bool = False) -> str | None:
     """In place, the final write replaces the object only if it is still the one that was read: a
-    concurrent overwrite gives 412 (recorded as changed), never a clobber."""
-    return head.etag if job.in_place and head.etag else None
+    concurrent overwrite gives 412 (recorded as changed), never a clobber. `unquoted`: the ETag without
+    its quotes, for servers that match only that form."""
+    if not (job.in_place and head.etag):
+        return None
+    return head.etag.strip('"') if unquoted else head.etag

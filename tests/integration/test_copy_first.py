@@ -11,9 +11,12 @@ from typing import Any
 from engine.sandbox import SandboxInfo
 from tests.cli_helpers import load_report, report_by_key, run_rekey, source_section, write_config
 from tests.integration.test_cse_engine import official
+from workers.carry import COPY_FIRST_CHECKS
 
 N = 24
-STARTUP_REQUESTS = 12  # buckets, website check, the target probe, listings: the same whatever the object count
+# Buckets, website check, the target probe, listings, and the tags of the first tagged copies compared with their
+# sources' (two requests each): the same whatever the object count.
+STARTUP_REQUESTS = 12 + 2 * COPY_FIRST_CHECKS
 
 
 def seed_plain(s3: Any, bucket: str) -> dict[str, bytes]:
