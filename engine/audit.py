@@ -22,6 +22,7 @@ import anyio
 from engine.chart import AFTER_COLOR, BEFORE_COLOR, MODES, Series, bar_chart, bytes_by_mode, human_bytes
 from engine.config import Config, Target, load_config
 from engine.listing import KeyFilter
+from engine.terminal import shown
 from workers import sse
 from workers.cse.envelope import (
     INSTRUCTION_SUFFIX,
@@ -330,7 +331,7 @@ def table_text(summary: Mapping[str, Any]) -> str:
         missing = summary["not_in_target"]
         if missing:
             lines.append(f"not in target ({len(missing)}; first {min(len(missing), _NOT_IN_TARGET_SHOWN)}):")
-            lines += [f"  {m['key']}: {m['reason']}" for m in missing[:_NOT_IN_TARGET_SHOWN]]
+            lines += [f"  {shown(m['key'])}: {shown(m['reason'])}" for m in missing[:_NOT_IN_TARGET_SHOWN]]
     old = summary["noncurrent"]
     if old["audited"]:
         lines.append(f"noncurrent versions: {old['objects']} versions, {human_bytes(old['bytes'])}, "
@@ -338,7 +339,7 @@ def table_text(summary: Mapping[str, Any]) -> str:
                      + (f", {old['not_in_target']} not in target" if old["not_in_target"] is not None else ""))
         lines += ["  " + line for line in _mode_table(old["by_mode"], old["by_key"], int(old["bytes"]))]
     for err in summary["errors"][:_NOT_IN_TARGET_SHOWN]:
-        lines.append(f"could not audit {err['key']}: {err['error']}")
+        lines.append(f"could not audit {shown(err['key'])}: {shown(err['error'])}")
     lines += [f"note: {n}" for n in summary["notes"]]
     return "\n".join(lines)
 

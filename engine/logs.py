@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 
+from engine.terminal import shown
+
 _SECRET_HEADER = re.compile(
     r"(x-amz-server-side-encryption-customer-key|x-amz-copy-source-server-side-encryption-customer-key|"
     r"SSECustomerKey|CopySourceSSECustomerKey|Plaintext)(['\"]?\s*[:=]\s*b?['\"]?)[^'\",}\s]+",
@@ -13,11 +15,12 @@ _SECRET_HEADER = re.compile(
 
 
 class RedactSecrets(logging.Filter):
-    """Blanks SSE-C keys and KMS plaintexts in any log record (a second line of defence)."""
+    """Blanks SSE-C keys and KMS plaintexts in any log record (a second line of defence); escapes control
+    characters (object keys are logged)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _SECRET_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", message)
+        redacted = shown(_SECRET_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", message))
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -11,6 +11,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from engine.config import Config
 from engine.listing import KeyFilter, list_objects
 from engine.pipeline import check_transport, make_job, open_clients
+from engine.terminal import shown
 from workers.cse import detect_format, is_instruction_file, needs_instruction_file
 from workers.errors import FatalError, RekeyError
 from workers.job import Job
@@ -102,5 +103,5 @@ def plan_text(summary: PlanSummary) -> str:
         lines.append(f"{row['source_mode']:<12} {row['action']:<16} {row['objects']:>9} {row['bytes']:>16}")
     lines.append(f"{'total':<29} {data['objects']:>9} {data['bytes']:>16}")
     for err in data["errors"][:20]:
-        lines.append(f"  cannot plan {err['key']}: {err['error']}")
+        lines.append(f"  cannot plan {shown(err['key'])}: {shown(err['error'])}")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from typing import Any
 from engine.checkpoint import Checkpoint, ObjectRow, Totals
 from engine.config import Config
 from engine.pipeline import RunResult
+from engine.terminal import shown
 from workers.model import State
 
 REPORT_VERSION = 1
@@ -140,7 +141,7 @@ def dumps(data: Any) -> str:
 def summary_text(report: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> str:
     """The summary in words; `failed`: a sample of failed objects (else taken from the report's list)."""
     s = report["summary"]
-    lines = [f"{report['source']} -> {report['destination']} as {report['target']}"]
+    lines = [shown(f"{report['source']} -> {report['destination']} as {report['target']}")]
     states = ", ".join(f"{k} {v}" for k, v in s["by_state"].items()) or "no objects"
     lines.append(f"objects: {s['objects']} ({states})")
     by_src = ", ".join(f"{k} {v['objects']}" for k, v in sorted(s["by_source_mode"].items()))
@@ -159,7 +160,7 @@ def summary_text(report: dict[str, Any], failed: list[dict[str, Any]] | None = N
     if failed is None:
         failed = [o for o in report.get("objects", []) if o["state"] in (State.FAILED.value, State.CHANGED.value)]
     for o in failed[:20]:
-        lines.append(f"  {o['state']}: {o['key']}: {o['error']}")
+        lines.append(f"  {o['state']}: {shown(o['key'])}: {shown(str(o['error']))}")
     n_failed = s["by_state"].get(State.FAILED.value, 0) + s["by_state"].get(State.CHANGED.value, 0)
     if n_failed > 20:
         lines.append(f"  ... and {n_failed - 20} more (see the report)")

@@ -8,10 +8,13 @@ parts are not reused). The multipart upload is completed only after the source's
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from workers import sse
 from workers.cse import (
@@ -95,28 +98,56 @@ async def already_under_target(settings: CseSettings, env: Envelope) -> bool:
     return True
 
 
-class Transform:
-    """In-order bytes transform: optional decrypt, then optional encrypt; SHA-256 of the plaintext."""
+DIGEST_PREFIX = "hmac-sha256:"
+_DIGEST_INFO = b"rekey plaintext digest v1"
 
-    def __init__(self, decryptor: ContentDecryptor | None, encryptor: ContentEncryptor | None) -> None:
+
+def digest_key(data_key: SecretKey) -> bytes:
+    """The key of an object's plaintext digest: HKDF-SHA256 of its data key. The checkpoint holds the digest
+    only, so nobody who reads it can confirm a guess of the plaintext without the data key; `verify --deep`
+    derives it again from the data key it unwraps anyway."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DIGEST_INFO).derive(data_key.raw)
+
+
+class PlaintextDigest:
+    """HMAC-SHA256 of a plaintext under `digest_key`, written `hmac-sha256:<hex>`."""
+
+    def __init__(self, key: bytes) -> None:
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._mac.update(data)
+
+    def text(self) -> str:
+        return DIGEST_PREFIX + self._mac.hexdigest()
+
+
+class Transform:
+    """In-order bytes transform: optional decrypt, then optional encrypt; a keyed digest of the plaintext."""
+
+    def __init__(self, decryptor: ContentDecryptor | None, encryptor: ContentEncryptor | None,
+                 digest_with: SecretKey | None = None) -> None:
         self._dec = decryptor
         self._enc = encryptor
-        self._sha = hashlib.sha256()
+        self._sha = PlaintextDigest(digest_key(digest_with)) if digest_with is not None else None
 
     def update(self, chunk: bytes) -> bytes:
         plain = self._dec.update(chunk) if self._dec else chunk
-        self._sha.update(plain)
+        if self._sha is not None:
+            self._sha.update(plain)
         return self._enc.update(plain) if self._enc else plain
 
     def finish(self) -> bytes:
         tail = self._dec.finalize() if self._dec else b""  # raises CorruptObjectError on a bad tag
-        self._sha.update(tail)
+        if self._sha is not None:
+            self._sha.update(tail)
         out = self._enc.update(tail) if self._enc else tail
         return out + (self._enc.finalize() if self._enc else b"")
 
     @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
+    def sha256(self) -> str | None:
+        """The plaintext's keyed digest (under the target's data key when encrypting, else the source's)."""
+        return self._sha.text() if self._sha is not None else None
 
 
 async def _run(fn: Callable[[], bytes], size: int) -> bytes:
@@ -241,11 +272,12 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     meta = user_metadata(head)
     encryptor = None
     instruction: dict[str, str] | None = None
+    digest_with = decrypt_with if decryptor is not None else None  # the data key the digest is keyed by
     if encrypt is not None and encrypt.target is not None:
         if plain_size > GCM_MAX_PLAINTEXT:
             raise ObjectError(f"{plain_size} bytes is over the {GCM_MAX_PLAINTEXT}-byte limit of one GCM stream",
                               bucket=job.src.bucket, key=ref.key, op="encrypt")
-        data_key = new_data_key()
+        data_key = digest_with = new_data_key()
         wrapped = await encrypt.target.wrap(data_key, encrypt.target_format)
         encryptor = ContentEncryptor(data_key, encrypt.target_format)
         env = encryptor.envelope(wrapped)
@@ -255,7 +287,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
         server_side: Encryption | None = None
     else:
         server_side = job.target
-    transform = Transform(decryptor, encryptor)
+    transform = Transform(decryptor, encryptor, digest_with)
     create = CreateUpload(job.dst.bucket, dest_key, encryption=server_side,
                           attributes=Attributes.of(head, metadata=meta), tags=await source_tags(job, ref))
     overwrites_source_file = job.in_place and source_env is not None and source_env.from_instruction_file
@@ -356,9 +388,10 @@ async def dest_envelope(job: Job, dest_key: str, head: ObjectHead, *, look_for_f
 
 async def decrypted_sha256(job: Job, dest_key: str, head: ObjectHead, env: Envelope, keyring: Keyring) -> str:
     """Read a client-side object back in part-size ranges, decrypt it (the tag is checked at the end:
-    CorruptObjectError otherwise) and return the SHA-256 of its plaintext."""
-    decryptor = ContentDecryptor.for_envelope(await keyring.unwrap(env), env)
-    sha = hashlib.sha256()
+    CorruptObjectError otherwise) and return the keyed digest of its plaintext (see `digest_key`)."""
+    data_key = await keyring.unwrap(env)
+    decryptor = ContentDecryptor.for_envelope(data_key, env)
+    sha = PlaintextDigest(digest_key(data_key))
     done = 0
     while done < head.size:
         end = min(head.size, done + job.part_size) - 1
@@ -366,7 +399,7 @@ async def decrypted_sha256(job: Job, dest_key: str, head: ObjectHead, env: Envel
         sha.update(await _run(lambda c=chunk: decryptor.update(c), len(chunk)))  # type: ignore[misc]
         done += len(chunk)
     sha.update(decryptor.finalize())
-    return sha.hexdigest()
+    return sha.text()
 
 
 async def read_dest_range(job: Job, dest_key: str, start: int, end: int) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.cleanup import abort_uploads
 from engine.commands.common import EXIT_OK, load, run_async
+from engine.terminal import shown
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     finally:
         cp.close()
     for line in lines:
-        print(line)
+        print(shown(line))
     verb = "to abort or forget" if args.dry_run else "aborted or forgotten"
     print(f"{len(rows)} upload(s) started by rekey under s3://{dst.bucket}/{dst.prefix} {verb}; "
           f"{others} other incomplete upload(s) there left alone")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import anyio
 
 from engine.config import Config, load_config
+from engine.terminal import shown
 from workers.errors import ConfigError, FatalError, RekeyError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -31,7 +32,7 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def err(message: str) -> None:
-    print(f"rekey: error: {message}", file=sys.stderr)
+    print(f"rekey: error: {shown(message)}", file=sys.stderr)
 
 
 def load(args: argparse.Namespace) -> Config:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from engine.commands.common import EXIT_FAILED, EXIT_OK, load, run_async
+from engine.terminal import shown
 from engine.verify import Finding, verify_run
 from workers.model import State
 
@@ -18,13 +19,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = load(args)
     cp = open_checkpoint(config, create=False, read_only=True)
     try:
-        rows = list(cp.rows([State.DONE, State.SKIPPED]))
+        # An object deleted from the source since it was listed is skipped with nothing to check.
+        rows = [r for r in cp.rows([State.DONE, State.SKIPPED]) if r.error_kind != "ObjectGoneError"]
+        counts = cp.counts()
+        _, listed = cp.listing_position()
     finally:
         cp.close()
+    not_done = {state: c["objects"] for state, c in sorted(counts.items())
+                if state not in (State.DONE.value, State.SKIPPED.value)}
 
     def show(f: Finding) -> None:
         if f.problem is not None:
-            print(f"mismatch: s3://{config.destination.location.bucket}/{f.dest_key}: {f.problem}")
+            print(shown(f"mismatch: s3://{config.destination.location.bucket}/{f.dest_key}: {f.problem}"))
 
     started = time.monotonic()
     try:
@@ -47,7 +53,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "size_only": sorted(f.key for f in findings if f.proof == "size_only" and not f.problem),
             "elapsed_seconds": round(time.monotonic() - started, 3),
         })
-    return EXIT_FAILED if bad else EXIT_OK
+    incomplete = not_done_line(not_done, total=len(rows) + sum(not_done.values()), listed=listed)
+    if incomplete:
+        print(incomplete)
+    return EXIT_FAILED if bad or incomplete else EXIT_OK
+
+
+def not_done_line(not_done: dict[str, int], *, total: int, listed: bool) -> str | None:
+    """Why the migration is not verified as a whole, beyond the objects checked (None: nothing)."""
+    if total == 0:
+        return "not verified: the checkpoint holds no objects (run `rekey run` first)"
+    if not_done:
+        states = ", ".join(f"{state} {n}" for state, n in not_done.items())
+        return f"not verified: {sum(not_done.values())} object(s) in scope are not done ({states}); run again"
+    if not listed:
+        return "not verified: the listing has not finished; run again"
+    return None
 
 
 def register(sub: Any) -> None:

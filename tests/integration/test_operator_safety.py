@@ -249,3 +249,94 @@ def test_probes_leave_no_version_or_marker_in_a_versioned_bucket(sandbox: Sandbo
             if ".rekey-probe-" in v["Key"]]
     assert left == []
     assert {v["Key"] for v in listed.get("Versions", [])} == {"data/a"}
+
+
+def test_keys_are_escaped_on_the_terminal_and_exact_in_the_report(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                                  kms_key: str, tmp_path: Path) -> None:
+    from tests.helpers import sse_c_params
+    evil = "bad\x1b[31mred\nfailed: fake/line: everything fine"
+    s3.put_object(Bucket=bucket, Key=evil, Body=b"needs a key", **sse_c_params(os.urandom(32)))
+    s3.put_object(Bucket=bucket, Key="fine", Body=b"ok")
+    config = quick_config(tmp_path, sandbox, bucket, kms_key, tmp_path / "cp.sqlite")
+    report = tmp_path / "report.json"
+    result = run_rekey(sandbox, "run", "-c", str(config), "--report", str(report))
+    assert result.returncode == 1, result.describe()
+    assert "\x1b" not in result.stdout + result.stderr
+    assert not any(line.startswith("failed: fake/line") for line in result.stdout.splitlines())
+    assert "bad\\x1b[31mred\\nfailed: fake/line: everything fine" in result.stdout, result.describe()
+    assert {o["key"] for o in load_report(report)["objects"]} == {evil, "fine"}
+    status = run_rekey(sandbox, "status", "-c", str(config))
+    assert "\x1b" not in status.stdout and "bad\\x1b[31mred\\n" in status.stdout, status.describe()
+
+
+def test_verify_fails_unless_everything_is_done_and_deep_compares_metadata_and_tags(
+        sandbox: SandboxInfo, s3: Any, bucket_factory: Any, kms_key: str, tmp_path: Path) -> None:
+    from tests.helpers import sse_c_params
+    src, dst = bucket_factory("vsrc"), bucket_factory("vdst")
+    empty = quick_config(tmp_path, sandbox, src, kms_key, tmp_path / "empty.sqlite", "empty.toml")
+    assert run_rekey(sandbox, "run", "-q", "-c", str(empty)).returncode == 0
+    nothing = run_rekey(sandbox, "verify", "-c", str(empty))
+    assert nothing.returncode == 1, nothing.describe()
+    assert "not verified: the checkpoint holds no objects" in nothing.stdout
+
+    s3.put_object(Bucket=src, Key="meta", Body=b"m", Metadata={"colour": "blue"}, ContentType="text/plain")
+    s3.put_object(Bucket=src, Key="tagged", Body=b"t", Tagging="team=a")
+    s3.put_object(Bucket=src, Key="locked", Body=b"no key for it", **sse_c_params(os.urandom(32)))
+    config = write_config(tmp_path, {
+        "source": source_section(sandbox, src),
+        "destination": {"bucket": dst},
+        "target": {"mode": "sse-kms", "kms_key_id": kms_key},
+        "run": {"checkpoint": str(tmp_path / "b2b.sqlite")},
+    }, "b2b.toml")
+    assert run_rekey(sandbox, "run", "-q", "-c", str(config)).returncode == 1  # "locked" fails
+    failed = run_rekey(sandbox, "verify", "-c", str(config))
+    assert failed.returncode == 1, failed.describe()
+    assert "not verified: 1 object(s) in scope are not done (failed 1); run again" in failed.stdout
+
+    # Everything done and right: exit 0, also --deep.
+    s3.delete_object(Bucket=src, Key="locked")
+    assert run_rekey(sandbox, "run", "-q", "-c", str(config)).returncode == 0
+    deep = run_rekey(sandbox, "verify", "--deep", "-c", str(config))
+    assert deep.returncode == 0, deep.describe()
+
+    # A tag changed on the copy, user metadata changed on the source: --deep names both.
+    s3.put_object_tagging(Bucket=dst, Key="tagged", Tagging={"TagSet": [{"Key": "team", "Value": "b"}]})
+    s3.copy_object(Bucket=src, Key="meta", CopySource={"Bucket": src, "Key": "meta"}, Metadata={"colour": "red"},
+                   MetadataDirective="REPLACE", ContentType="text/plain")
+    shallow = run_rekey(sandbox, "verify", "-c", str(config))
+    assert shallow.returncode == 0, shallow.describe()  # HEAD of the copies only: they are as written
+    deep = run_rekey(sandbox, "verify", "--deep", "-c", str(config))
+    assert deep.returncode == 1, deep.describe()
+    assert f"mismatch: s3://{dst}/meta: user metadata differs from the source's" in deep.stdout
+    assert f"mismatch: s3://{dst}/tagged: tags differ from the source's" in deep.stdout
+
+
+def test_no_unkeyed_plaintext_digest_and_deep_verify_still_proves_it(sandbox: SandboxInfo, s3: Any,
+                                                                     bucket_factory: Any, kms_key: str,
+                                                                     tmp_path: Path) -> None:
+    import hashlib
+
+    from tests.cli_helpers import write_key_file
+    src, dst = bucket_factory("dsrc"), bucket_factory("ddst")
+    body = b"guessable plaintext\n" * 50
+    s3.put_object(Bucket=src, Key="doc.txt", Body=body)
+    aes = write_key_file(tmp_path, "aes.key", os.urandom(32))
+    to_cse = write_config(tmp_path, {
+        "source": source_section(sandbox, src),
+        "target": {"mode": "cse", "keyring": "aes", "key_file": str(aes)},
+        "run": {"checkpoint": str(tmp_path / "cse.sqlite")},
+    }, "cse.toml")
+    back = write_config(tmp_path, {
+        "source": {**source_section(sandbox, src), "cse": {"aes_key_files": [str(aes)]}},
+        "destination": {"bucket": dst},
+        "target": {"mode": "sse-kms", "kms_key_id": kms_key, "allow_client_side_decrypt": True},
+        "run": {"checkpoint": str(tmp_path / "back.sqlite")},
+    }, "back.toml")
+    for config, checkpoint in ((to_cse, "cse.sqlite"), (back, "back.sqlite")):
+        result = run_rekey(sandbox, "run", "-q", "-c", str(config))
+        assert result.returncode == 0, result.describe()
+        stored = checkpoint_rows(tmp_path / checkpoint, "SELECT plaintext_sha256 FROM objects")[0][0]
+        assert stored.startswith("hmac-sha256:") and hashlib.sha256(body).hexdigest() not in stored
+        assert hashlib.sha256(body).hexdigest().encode() not in (tmp_path / checkpoint).read_bytes()
+        deep = run_rekey(sandbox, "verify", "--deep", "-c", str(config))
+        assert deep.returncode == 0 and "0 mismatch(es); sha256 1" in deep.stdout, deep.describe()
