@@ -123,6 +123,7 @@ class RunSettings:
     max_retries: int = 6
     copy_first: bool = True
     executor: str = "local"          # "local": this process; "ray": actors on a Ray cluster ([ray])
+    progress_interval: int = 30      # seconds between plain progress lines when stderr is not a terminal
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,7 @@ _ALLOWED: dict[str, set[str]] = {
     "kms": {"endpoint_url", "region", "profile", "ca_bundle"},
     "run": {"checkpoint", "concurrency", "part_size", "multipart_threshold", "verify",
             "max_requests_per_second", "noncurrent", "update_in_place", "processes", "max_retries",
-            "lean_requests", "copy_first", "executor"},
+            "lean_requests", "copy_first", "executor", "progress_interval"},
     "ray": {"address", "actors"},
 }
 EXECUTORS = ("local", "ray")
@@ -475,6 +476,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         max_retries=run_sec.number("max_retries", 6, minimum=0, maximum=100),
         copy_first=bool(run_sec.flag("copy_first", True)),
         executor=_executor(run_sec),
+        progress_interval=run_sec.number("progress_interval", 30, minimum=1, maximum=86400),
     )
     pool = concurrency * 2 + 8
     lean = bool(run_sec.flag("lean_requests", True))

@@ -22,9 +22,11 @@ T = TypeVar("T")
 class AsyncCheckpoint:
     """Runs `Checkpoint` methods in a thread under a limiter of one: a single writer, off the loop."""
 
-    def __init__(self, checkpoint: Checkpoint) -> None:
+    def __init__(self, checkpoint: Checkpoint, *, on_part: Callable[[str, int], None] | None = None) -> None:
         self.sync = checkpoint
         self._limiter = anyio.CapacityLimiter(1)
+        self._on_part = on_part                   # progress: (key, bytes) as each multipart part completes
+        self._upload_keys: dict[str, str] = {}    # upload id -> object key
         caps = checkpoint.get_json("capabilities") or {}
         self._caps: dict[str, bool] = {str(k): bool(v) for k, v in caps.items()}
 
@@ -42,13 +44,19 @@ class AsyncCheckpoint:
 
     async def upload_started(self, ref: ObjectRef, *, upload_id: str, dest_bucket: str, dest_key: str,
                              part_size: int, source_etag: str, kind: str) -> None:
+        if upload_id:
+            self._upload_keys[upload_id] = ref.key
         await self.run(self.sync.start_upload, UploadRow(ref.key, ref.version_id or "", upload_id, dest_bucket,
                                                          dest_key, part_size, source_etag, kind))
 
     async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None:
         await self.run(self.sync.record_parts, upload_id, list(parts))
+        key = self._upload_keys.get(upload_id)
+        if self._on_part is not None and key is not None:
+            self._on_part(key, sum(p.size for p in parts))
 
     async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None:
+        self._upload_keys.pop(upload_id, None)
         await self.run(self.sync.finish_upload, ref.key, ref.version_id or "", upload_id)
 
     async def resume_point(self, ref: ObjectRef) -> UploadResume | None:

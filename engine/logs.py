@@ -37,3 +37,6 @@ def configure_logging(*, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     for name in ("botocore", "aiobotocore", "urllib3", "aiohttp", "s3transfer"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
+    # uvloop logs "Fatal error on SSL protocol" with a traceback when a server closes a TLS connection
+    # under a write; the request it belonged to fails (and is retried) on its own. Only -v shows it.
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if verbose else logging.CRITICAL)

@@ -238,6 +238,7 @@ class Run:
                 await self._list_pages(send, position)
             else:
                 await self._list_in_ranges(send, position, new_pass=done)
+            self.progress.listing_done()
 
     async def _list_versions(self, send: MemoryObjectSendStream[Item], position: str) -> None:
         cp = self.acp.sync
@@ -453,7 +454,7 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                           "verified: run again with --confirm-delete-noncurrent")
     started = time.monotonic()
     cp = await anyio.to_thread.run_sync(open_checkpoint, config)
-    acp = AsyncCheckpoint(cp)
+    acp = AsyncCheckpoint(cp, on_part=progress.part_done)
     run_id = await acp.run(cp.begin_run)
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
     retrier = Retrier(throttle, max_retries=config.run.max_retries)

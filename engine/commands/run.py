@@ -80,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_format(completion)
     stopping = Stopping()
     with CheckpointLock(config.run.checkpoint):
-        progress = Progress(enabled=False if args.quiet else None)
+        progress = Progress(enabled=False if args.quiet else None, lines=not args.quiet,
+                            interval=config.run.progress_interval)
         result = run_async(lambda: run_until_stopped(config, progress, stopping,
                                                      confirm_delete_noncurrent=args.confirm_delete_noncurrent,
                                                      completion_report=completion))

@@ -340,3 +340,69 @@ def test_no_unkeyed_plaintext_digest_and_deep_verify_still_proves_it(sandbox: Sa
         assert hashlib.sha256(body).hexdigest().encode() not in (tmp_path / checkpoint).read_bytes()
         deep = run_rekey(sandbox, "verify", "--deep", "-c", str(config))
         assert deep.returncode == 0 and "0 mismatch(es); sha256 1" in deep.stdout, deep.describe()
+
+
+def test_progress_lines_without_a_terminal_and_binary_bars_on_one(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                                  kms_key: str, tmp_path: Path) -> None:
+    import re
+
+    big = os.urandom(26 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=big)
+    seed_small(s3, bucket, 8)
+    run = {"concurrency": 1, "part_size": "5MiB", "multipart_threshold": "5MiB", "max_requests_per_second": 2,
+           "progress_interval": 1}
+    config = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket), "target": {"mode": "sse-kms", "kms_key_id": kms_key},
+        "run": {"checkpoint": str(tmp_path / "lines.sqlite"), **run},
+    }, "lines.toml")
+    result = run_rekey(sandbox, "run", "-c", str(config))
+    assert result.returncode == 0, result.describe()
+    pattern = re.compile(r"^rekey: progress: (\d+) of (\d+)(\+?) objects \(done \d+, skipped \d+, failed \d+\), "
+                         r"(\d+(?:\.\d)? (?:B|KiB|MiB|GiB)) of \d+(?:\.\d)? (?:B|KiB|MiB|GiB)\+?, "
+                         r"\d+(?:\.\d)? (?:B|KiB|MiB|GiB)/s, \d+\.\d objects/s$")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rekey: progress:")]
+    assert len(lines) >= 2, result.describe()
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), lines
+    # Once the total is fixed it stays fixed; bytes move while the big object (first in the listing) is
+    # still in flight, as its parts complete.
+    fixed = [m for m in parsed if m and not m.group(3)]
+    assert fixed and len({m.group(2) for m in fixed}) == 1 and fixed[-1].group(2) == "9"
+    assert any(m and m.group(1) == "0" and m.group(4) != "0 B" for m in parsed), lines
+    assert " MB" not in result.stderr and " kB" not in result.stderr
+
+    # On a terminal: tqdm bars in binary units, the total marked as growing while the listing runs.
+    import pty
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import REPO, rekey_env
+    fast = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket), "target": {"mode": "sse-s3"},
+        "run": {"checkpoint": str(tmp_path / "tty.sqlite"), "part_size": "5MiB", "multipart_threshold": "5MiB"},
+    }, "tty.toml")
+    import fcntl
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "-c", str(fast)], stdout=subprocess.PIPE,
+                            stderr=slave, env=rekey_env(sandbox), cwd=str(REPO))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.communicate(timeout=120)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen
+    assert "(listing)" in screen and "100%" in screen, screen
+    assert re.search(r"bytes  : 100%\|[^|]+\| 26\.0 MiB/26\.0 MiB", screen), screen
+    assert not re.search(r"\d(?:kB|MB|GB)\b", screen), screen
+    assert "Traceback" not in screen and "ERROR" not in screen, screen
