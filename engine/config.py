@@ -80,6 +80,7 @@ class SourceCse:
     rsa_private_keys_pem: tuple[bytes, ...] = field(default=(), repr=False)
     rsa_private_key_files: tuple[str, ...] = ()
     encryption_context: Mapping[str, str] | None = None
+    allow_legacy: bool = False   # read unauthenticated V1 AES-CBC content and legacy key wrappings
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
 _ALLOWED: dict[str, set[str]] = {
     "source": {"bucket", "prefix", "include", "exclude", "endpoint_url", "region", "profile", "ca_bundle",
                "sse_c_key_file", "cse", "manifest", "manifest_trust_encryption"},
-    "source.cse": {"aes_key_files", "rsa_private_key_files", "encryption_context"},
+    "source.cse": {"aes_key_files", "rsa_private_key_files", "encryption_context", "allow_legacy"},
     "destination": {"bucket", "prefix", "endpoint_url", "region", "profile", "ca_bundle"},
     "target": {"mode", "kms_key_id", "bucket_key", "encryption_context", "sse_c_key_file", "keyring",
                "key_file", "public_key_file", "material_description", "format", "instruction_file",
@@ -410,7 +411,8 @@ def _source_cse(data: Any, base: Path) -> SourceCse:
                 for p in sec.str_list("aes_key_files"))
     rsa_files = tuple(_resolve(p, base) for p in sec.str_list("rsa_private_key_files"))
     rsa = tuple(_read_pem(p, sec.where("rsa_private_key_files")) for p in rsa_files)
-    return SourceCse(aes, rsa, rsa_files, sec.str_map("encryption_context"))
+    return SourceCse(aes, rsa, rsa_files, sec.str_map("encryption_context"),
+                     allow_legacy=bool(sec.flag("allow_legacy", False)))
 
 
 def _processes(sec: _Section) -> int:

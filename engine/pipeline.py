@@ -124,7 +124,7 @@ def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
         sources.append(target)
     fmt = CseFormat(t.cse.format) if t.cse else CseFormat.V3
     return CseSettings(target=target, target_format=fmt, instruction_file=bool(t.cse and t.cse.instruction_file),
-                       source=MultiKeyring(sources) if sources else None,
+                       source=MultiKeyring(sources, allow_legacy=src.allow_legacy) if sources else None,
                        allow_decrypt=t.allow_client_side_decrypt)
 
 

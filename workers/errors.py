@@ -15,6 +15,7 @@
     │   ├── KeyRequiredError        HEAD/GET answered 400 without an SSE-C key: the object needs one
     │   ├── CorruptObjectError      authentication tag, commitment or format check failed
     │   ├── VerifyError             the write succeeded but the result is not what was asked
+    │   ├── LegacyFormatRefusedError  unauthenticated legacy client-side format without allow_legacy
     │   └── UnsupportedError        the endpoint or the format cannot do this (after fallbacks)
     └── RetryableError              try again later (throttled, 5xx, reset); retry_after in seconds
 
@@ -108,6 +109,10 @@ class CorruptObjectError(ObjectError):
 
 class VerifyError(ObjectError):
     pass
+
+
+class LegacyFormatRefusedError(ObjectError):
+    """A client-side object in an unauthenticated legacy format, and `[source.cse] allow_legacy` is not set."""
 
 
 class UnsupportedError(ObjectError):

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from workers.cse.envelope import (
     COMMITMENT_LEN,
+    LEGACY_UNDECRYPTABLE,
     MESSAGE_ID_LEN,
     TAG_LEN,
     V3_IV,
@@ -209,11 +210,11 @@ class ContentDecryptor:
             try:
                 last = self._ctx.finalize()
             except ValueError:
-                raise CorruptObjectError("CBC ciphertext length is not a multiple of 16") from None
+                raise CorruptObjectError(LEGACY_UNDECRYPTABLE) from None  # one message: no padding oracle
             try:
                 return self._unpadder.update(last) + self._unpadder.finalize()
             except ValueError:
-                raise CorruptObjectError("CBC padding invalid: wrong data key or corrupt object") from None
+                raise CorruptObjectError(LEGACY_UNDECRYPTABLE) from None
         if len(self._tail) < TAG_LEN:
             raise CorruptObjectError("ciphertext is shorter than the 16-byte GCM tag")
         try:

@@ -45,6 +45,22 @@ class ContentAlg(StrEnum):
     AES_GCM_COMMIT = "115"  # 0x0073: HKDF-SHA512 derived key, key commitment
 
 
+LEGACY_WRAP_ALGS = frozenset({WrapAlg.AES_WRAP, WrapAlg.ENCRYPTION_ONLY, WrapAlg.KMS})
+# The one message for every failure to open a legacy (unauthenticated) object, unwrap or padding alike:
+# distinct messages would tell a padding oracle which step failed.
+LEGACY_UNDECRYPTABLE = "legacy client-side object does not decrypt with the configured keys (wrong key or corrupt)"
+
+
+def legacy_reason(env: Envelope) -> str | None:
+    """Why an envelope is an unauthenticated legacy format (None: V2/V3 with an authenticated wrapping)."""
+    if env.content_alg is ContentAlg.AES_CBC:
+        return "V1 AES-CBC content carries no authentication"
+    if env.wrap_alg in LEGACY_WRAP_ALGS:
+        name = "AES/ECB or RSA-PKCS1v1.5" if env.wrap_alg is WrapAlg.ENCRYPTION_ONLY else env.wrap_alg.value
+        return f"its data key is wrapped with legacy {name}"
+    return None
+
+
 WRITABLE_WRAP_ALGS = frozenset({WrapAlg.KMS_CONTEXT, WrapAlg.AES_GCM, WrapAlg.RSA_OAEP_SHA1})
 V3_IV = b"\x01" * 12
 MESSAGE_ID_LEN = 28

@@ -22,13 +22,22 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from workers.cse.envelope import (
     CEK_ALG_CONTEXT_KEY,
     LEGACY_KMS_CONTEXT_KEY,
+    LEGACY_UNDECRYPTABLE,
     ContentAlg,
     CseFormat,
     Envelope,
     WrapAlg,
     WrappedKey,
+    legacy_reason,
 )
-from workers.errors import ConfigError, CorruptObjectError, ObjectError, UnsupportedError, WrongKeyError
+from workers.errors import (
+    ConfigError,
+    CorruptObjectError,
+    LegacyFormatRefusedError,
+    ObjectError,
+    UnsupportedError,
+    WrongKeyError,
+)
 from workers.model import SecretKey
 
 _RESERVED_CONTEXT_KEYS = frozenset({CEK_ALG_CONTEXT_KEY, LEGACY_KMS_CONTEXT_KEY})
@@ -327,15 +336,18 @@ class RsaKeyring:
 class MultiKeyring:
     """Several keyrings for reading sources: unwrap tries each that knows the wrapping algorithm, in order.
 
-    `wrap` uses the first keyring.
+    `wrap` uses the first keyring. Unauthenticated legacy envelopes (V1 AES-CBC content; AESWrap, AES/ECB,
+    RSA-PKCS1v1.5 or legacy KMS wrapping) are refused unless `allow_legacy` (`[source.cse] allow_legacy`), as
+    AWS's own client needs an explicit switch; every failure to unwrap one gives the same message.
     """
 
-    __slots__ = ("keyrings",)
+    __slots__ = ("allow_legacy", "keyrings")
 
-    def __init__(self, keyrings: Sequence[Keyring]) -> None:
+    def __init__(self, keyrings: Sequence[Keyring], *, allow_legacy: bool = False) -> None:
         if not keyrings:
             raise ConfigError("a multi-keyring needs at least one keyring")
         self.keyrings = tuple(keyrings)
+        self.allow_legacy = allow_legacy
 
     @property
     def fingerprint(self) -> str:
@@ -354,6 +366,10 @@ class MultiKeyring:
         return await self.keyrings[0].wrap(data_key, fmt)
 
     async def unwrap(self, env: Envelope) -> SecretKey:
+        legacy = legacy_reason(env)
+        if legacy is not None and not self.allow_legacy:
+            raise LegacyFormatRefusedError(f"unauthenticated legacy client-side format ({legacy}): refused; "
+                                           "set [source.cse] allow_legacy = true to read it")
         for keyring in self.keyrings:
             if not keyring.can_unwrap(env):
                 continue
@@ -361,4 +377,10 @@ class MultiKeyring:
                 return await keyring.unwrap(env)
             except WrongKeyError:
                 continue
+            except CorruptObjectError:
+                if legacy is None:
+                    raise
+                continue  # a legacy unwrap's own complaint would say which check failed
+        if legacy is not None:
+            raise WrongKeyError(LEGACY_UNDECRYPTABLE)
         raise WrongKeyError(f"no configured key unwraps this data key (wrap alg {env.wrap_alg.value})")
