@@ -64,16 +64,16 @@ class RunResult:
 
 
 def check_transport(config: Config) -> None:
-    """SSE-C keys never travel over plain HTTP (AWS refuses it; rekey refuses it everywhere)."""
-    uses_sse_c_src = config.source.sse_c_key is not None
-    uses_sse_c_dst = config.target.mode == Mode.SSE_C
-    if uses_sse_c_src and config.source.endpoint.is_plain_http:
-        raise ConfigError("source.endpoint_url: SSE-C keys are only sent over HTTPS "
-                          f"({config.source.endpoint.endpoint_url} is plain http; AWS refuses SSE-C over HTTP)")
-    if uses_sse_c_dst and config.destination.endpoint.is_plain_http:
+    """SSE-C keys never travel over plain HTTP (AWS refuses it; rekey refuses it everywhere), KMS data keys
+    not over plain HTTP to another machine; the environment's endpoint variables count (engine.transport)."""
+    from engine.transport import refuse_plain_http_kms, refuse_plain_http_sse_c
+    if config.source.sse_c_key is not None:
+        refuse_plain_http_sse_c("source", config.source.endpoint)
+    if config.target.mode == Mode.SSE_C:
         which = "destination" if config.destination.endpoint is not config.source.endpoint else "source"
-        raise ConfigError(f"{which}.endpoint_url: SSE-C keys are only sent over HTTPS "
-                          f"({config.destination.endpoint.endpoint_url} is plain http; AWS refuses SSE-C over HTTP)")
+        refuse_plain_http_sse_c(which, config.destination.endpoint)
+    if needs_kms(config):
+        refuse_plain_http_kms(config.kms or Endpoint(region=config.source.endpoint.region))
 
 
 @contextlib.asynccontextmanager

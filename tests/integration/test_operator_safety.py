@@ -439,3 +439,36 @@ def test_legacy_client_side_objects_need_allow_legacy(sandbox: SandboxInfo, s3: 
     assert "allow_legacy" not in allowed.stdout, allowed.describe()
     got = s3.get_object(Bucket=bucket, Key="old.bin")
     assert got["Body"].read() == b"written by a 2015 client" and got["ServerSideEncryption"] == "AES256"
+
+
+def test_no_sse_c_key_over_http_from_the_environment_and_no_kms_over_http_to_another_host(
+        sandbox: SandboxInfo, bucket: str, kms_key: str, tmp_path: Path) -> None:
+    import sys
+
+    from tests.cli_helpers import REPO, rekey_env, write_key_file
+    key = write_key_file(tmp_path, "c.key", os.urandom(32))
+    no_url = write_config(tmp_path, {
+        "source": {"bucket": bucket, "region": sandbox.region, "sse_c_key_file": str(key)},
+        "target": {"mode": "sse-s3"}, "run": {"checkpoint": str(tmp_path / "a.sqlite")},
+    }, "env.toml")
+    env = {**rekey_env(sandbox), "AWS_ENDPOINT_URL_S3": sandbox.s3_http}
+    for command in ("run", "plan"):
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", command, "-c", str(no_url)], capture_output=True,
+                              text=True, env=env, cwd=str(REPO), timeout=120, check=False)
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [
+            "rekey: error: source.endpoint_url (from $AWS_ENDPOINT_URL_S3): SSE-C keys are only sent over HTTPS "
+            f"({sandbox.s3_http} is plain http; AWS refuses SSE-C over HTTP)"], proc.stderr
+
+    remote_kms = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket),
+        "target": {"mode": "cse", "keyring": "kms", "kms_key_id": kms_key},
+        "kms": {"endpoint_url": "http://192.0.2.10:8080", "region": sandbox.region},
+        "run": {"checkpoint": str(tmp_path / "b.sqlite")},
+    }, "kms.toml")
+    refused = run_rekey(sandbox, "run", "-q", "-c", str(remote_kms))
+    assert refused.returncode == 2, refused.describe()
+    assert refused.stderr.strip().splitlines() == [
+        "rekey: error: kms.endpoint_url: http://192.0.2.10:8080 is plain http to another host: KMS data keys would "
+        "cross the network in clear; use https (plain http is accepted on loopback only)"]
+    assert not (tmp_path / "b.sqlite").exists()  # refused before anything was opened or sent
