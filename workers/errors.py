@@ -157,6 +157,9 @@ _KMS_DENIED_CODES = frozenset(
 )
 
 
+_KEYED_READS = frozenset({"head_object", "get_object"})
+
+
 def _error_fields(exc: BaseException) -> tuple[str, int, str, Mapping[str, Any]]:
     response: Mapping[str, Any] = getattr(exc, "response", None) or {}
     error = response.get("Error", {}) or {}
@@ -229,7 +232,9 @@ def classify_s3_error(
                                     **{**where, "code": code or "501"})
         if code in _RETRY_CODES or status >= 500:
             return RetryableError(f"server error: {detail}", retry_after=_retry_after(headers), **where)
-        if sse_c and status in (400, 403):
+        if sse_c and status in (400, 403) and (op in _KEYED_READS or code != "AccessDenied"):
+            # A write refused with AccessDenied is the credentials or a policy, not the key: the key was
+            # already proven by the HeadObject that came first (read-only credentials fail every write so).
             return WrongKeyError(f"SSE-C key refused: {detail}", **where)
         if status == 400 and op in ("head_object", "get_object") and not code.startswith("Invalid"):
             return KeyRequiredError("object is SSE-C encrypted and no customer key was sent", **where)

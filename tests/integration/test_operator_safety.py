@@ -472,3 +472,20 @@ def test_no_sse_c_key_over_http_from_the_environment_and_no_kms_over_http_to_ano
         "rekey: error: kms.endpoint_url: http://192.0.2.10:8080 is plain http to another host: KMS data keys would "
         "cross the network in clear; use https (plain http is accepted on loopback only)"]
     assert not (tmp_path / "b.sqlite").exists()  # refused before anything was opened or sent
+
+
+def test_read_only_credentials_are_not_reported_as_a_wrong_sse_c_key(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                                      tmp_path: Path) -> None:
+    from tests.cli_helpers import write_key_file
+    from tests.helpers import sse_c_params
+    raw = os.urandom(32)
+    s3.put_object(Bucket=bucket, Key="c.bin", Body=b"customer keyed", **sse_c_params(raw))
+    config = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket, sse_c_key_file=str(write_key_file(tmp_path, "c.key", raw))),
+        "target": {"mode": "sse-s3"}, "run": {"checkpoint": str(tmp_path / "ro.sqlite")},
+    })
+    report = tmp_path / "ro.json"
+    result = run_rekey(sandbox, "run", "-q", "-c", str(config), "--report", str(report), limited=True)
+    assert result.returncode == 1, result.describe()
+    (entry,) = load_report(report)["objects"]
+    assert "SSE-C key refused" not in entry["error"] and "access denied" in entry["error"], entry
