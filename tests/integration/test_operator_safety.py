@@ -34,13 +34,14 @@ def seed_small(s3: Any, bucket: str, n: int = OBJECTS) -> None:
                       range(n)))
 
 
-def slow_config(tmp_path: Path, sandbox: SandboxInfo, bucket: str, kms_key: str, name: str = "rekey.toml") -> Path:
-    """About 20 requests a second, 2 at a time: a run of OBJECTS objects lasts several seconds."""
+def slow_config(tmp_path: Path, sandbox: SandboxInfo, bucket: str, kms_key: str, name: str = "rekey.toml",
+                rate: int = 8) -> Path:
+    """About `rate` requests a second, 2 at a time: a run of OBJECTS objects lasts half a minute (stopped early)."""
     return write_config(tmp_path, {
         "source": source_section(sandbox, bucket),
         "target": {"mode": "sse-kms", "kms_key_id": kms_key},
         "run": {"checkpoint": str(tmp_path / "cp" / "rekey.sqlite"), "concurrency": 2,
-                "max_requests_per_second": 20},
+                "max_requests_per_second": rate},
     }, name)
 
 
@@ -125,7 +126,8 @@ def test_one_run_per_checkpoint_and_gentle_stops(sandbox: SandboxInfo, s3: Any, 
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
     assert checkpoint.with_name("rekey.sqlite.lock").exists()
-    last = run_rekey(sandbox, "run", "-q", "-c", str(config), "--report", str(report))
+    fast = slow_config(tmp_path, sandbox, bucket, kms_key, "fast.toml", rate=1000)  # same checkpoint
+    last = run_rekey(sandbox, "run", "-q", "-c", str(fast), "--report", str(report))
     assert last.returncode == 0, last.describe()
     states = load_report(report)["summary"]["by_state"]
     # skipped: copied by the killed run before its checkpoint recorded it, found already right
