@@ -2,7 +2,7 @@
 
 Exit codes: 0 every object done or already right; 1 some objects failed (listed); 2 usage or
 config error; 3 the run could not proceed (credentials, missing bucket, endpoint, checkpoint);
-130 interrupted (the checkpoint is consistent: run again to resume).
+130 interrupted by SIGINT, 143 by SIGTERM (the checkpoint is consistent: run again to resume).
 """
 
 from __future__ import annotations
@@ -25,9 +25,24 @@ log = logging.getLogger("rekey")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rekey", description="Re-encrypt S3 objects in bulk, resumably.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests and decisions")
+    parser.add_argument("--version", action="version", version=f"rekey {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(sub)
+    for command in sub.choices.values():
+        # `-v` after the command too; SUPPRESS keeps a `-v` given before it
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log requests and decisions")
     return parser
+
+
+def version() -> str:
+    """The installed package's version (the source tree's pyproject when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+    try:
+        return installed("s3-rekey")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def pin_malloc_threshold() -> None:

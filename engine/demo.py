@@ -145,7 +145,9 @@ def run_demo(*, objects: int = 200, workdir: str | None = None,
         code2 = run_command(str(config), str(base / "report-second.json"), True)
         second = json.loads((base / "report-second.json").read_text())
         by_action = second["summary"]["by_action"]
-        print(f"second run: {json.dumps(by_action)} (exit {code2})")
+        actions = ", ".join(f"{name} {n['objects']}" for name, n in sorted(by_action.items()))
+        wrote = "nothing was written" if set(by_action) == {"skip"} else "some objects were written again"
+        print(f"second run: {actions or 'no objects'} (exit {code2}); {wrote}")
         ok = (code == 0 and code2 == 0 and after == Counter({"sse-kms": len(seeds)})
               and set(by_action) == {"skip"})
         print("\ndemo " + ("succeeded: every object is SSE-KMS under the new key, second run wrote nothing"

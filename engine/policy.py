@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,17 @@ def _deny_put(sid: str, resource: str, condition: dict[str, Any]) -> dict[str, A
             "Condition": condition}
 
 
+def resource_literal(text: str) -> str:
+    """A key prefix as literal text in a policy Resource: `*` and `?` are wildcards there and `${` starts a
+    policy variable, so they are written as the variables `${*}`, `${?}` and `${$}` (policy version 2012-10-17)."""
+    return text.replace("$", "${$}").replace("*", "${*}").replace("?", "${?}")
+
+
 def enforcement_statements(bucket: str, prefix: str, target: Target, *, kms_key_ids: Sequence[str] = (),
                            include_tls: bool = True, partition: str = "aws") -> list[dict[str, Any]]:
     """The Deny statements enforcing `target` on new writes under `prefix` (and TLS on the whole bucket)."""
     bucket_arn = f"arn:{partition}:s3:::{bucket}"
-    objects = f"{bucket_arn}/{prefix}*"
+    objects = f"{bucket_arn}/{resource_literal(prefix)}*"
     out: list[dict[str, Any]] = []
     if include_tls:
         out.append({"Sid": "rekey-deny-insecure-transport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
@@ -208,7 +215,8 @@ def save_previous(path: Path, *, bucket: str, endpoint_url: str | None, policy: 
     if policy is None:
         data["note"] = "the bucket had no bucket policy: --restore deletes the policy"
     try:
-        with path.open("x", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # owner only
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
     except FileExistsError:

@@ -31,7 +31,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
         return EXIT_OK
     check_transport(config)  # an sse-c check would send the customer key
     bucket = plan.bucket
-    save = Path(args.save_previous or f"rekey-policy-backup-{bucket}-"
+    # By default next to the config (not wherever the shell happens to be), readable by its owner only.
+    save = Path(args.save_previous or Path(args.config).resolve().parent / f"rekey-policy-backup-{bucket}-"
                 f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json")
     try:
         checks = run_async(lambda: apply_plan(config, plan, save))
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--apply", action="store_true",
                    help="merge into the bucket policy, set default encryption, then check with scratch PUTs")
     p.add_argument("--save-previous", metavar="PATH",
-                   help="where --apply saves the previous policy (default rekey-policy-backup-BUCKET-TIME.json)")
+                   help="where --apply saves the previous policy (default: rekey-policy-backup-BUCKET-TIME.json "
+                   "next to the config)")
     p.add_argument("--restore", metavar="PATH", help="put back a policy saved by --apply")
     p.set_defaults(handler=cmd_policy)

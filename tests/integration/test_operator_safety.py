@@ -491,3 +491,22 @@ def test_read_only_credentials_are_not_reported_as_a_wrong_sse_c_key(sandbox: Sa
     assert result.returncode == 1, result.describe()
     (entry,) = load_report(report)["objects"]
     assert "SSE-C key refused" not in entry["error"] and "access denied" in entry["error"], entry
+
+
+def test_policy_backup_goes_next_to_the_config_owner_only(sandbox: SandboxInfo, s3_http: Any, bucket: str,
+                                                          tmp_path: Path) -> None:
+    conf, elsewhere = tmp_path / "conf", tmp_path / "elsewhere"
+    conf.mkdir()
+    elsewhere.mkdir()
+    config = write_config(conf, {"source": {"bucket": bucket, "endpoint_url": sandbox.s3_http,
+                                            "region": sandbox.region},
+                                 "target": {"mode": "sse-s3"}}, "policy.toml")
+    applied = run_rekey(sandbox, "policy", "-c", str(config), "--apply", cwd=elsewhere)
+    assert applied.returncode == 0, applied.describe()
+    (backup,) = conf.glob(f"rekey-policy-backup-{bucket}-*.json")
+    assert list(elsewhere.iterdir()) == []
+    assert mode_of(backup) == 0o600
+    assert f"previous policy saved to {backup}" in applied.stderr
+    restored = run_rekey(sandbox, "policy", "-c", str(config), "--restore", str(backup))
+    assert restored.returncode == 0, restored.describe()
+    s3_http.put_object(Bucket=bucket, Key="plain", Body=b"x")  # the enforcing policy is gone again

@@ -144,3 +144,13 @@ def test_document_is_json_serialisable(tmp_path: Path, mode: str) -> None:
     import json
     plan = build_plan("b", "", target(tmp_path, mode=mode, **({"kms_key_id": KEY_ID} if mode == "sse-kms" else {})))
     assert json.loads(json.dumps(plan.to_json()))["policy"]["Version"] == "2012-10-17"
+
+
+def test_prefix_wildcards_and_variables_are_literal_in_the_resource() -> None:
+    from engine.policy import enforcement_statements, resource_literal
+    from workers.model import Encryption, Mode
+    assert resource_literal("logs/*/a?b/${aws:username}/") == "logs/${*}/a${?}b/${$}{aws:username}/"
+    assert resource_literal("plain/prefix/") == "plain/prefix/"
+    target = Target(Mode.SSE_S3, Encryption(Mode.SSE_S3))
+    resources = {s["Sid"]: s["Resource"] for s in enforcement_statements("b", "team*/?/${x}/", target)}
+    assert resources["rekey-deny-wrong-encryption"] == "arn:aws:s3:::b/team${*}/${?}/${$}{x}/*"
