@@ -25,6 +25,7 @@ from engine.listing import KeyFilter
 from engine.terminal import shown
 from workers import sse
 from workers.cse.envelope import (
+    INSTRUCTION_FILE_MAX,
     INSTRUCTION_SUFFIX,
     CseFormat,
     detect_format,
@@ -179,7 +180,7 @@ async def _inspect_sse_c(s3: S3, scope: AuditScope, base: AuditRecord) -> AuditR
 async def _resolve_instruction_envelopes(s3: S3, scope: AuditScope, records: list[AuditRecord]) -> None:
     """Objects whose envelope lives in `<key>.instruction`: read the file, record format and wrapping."""
     instructions = {r.key[:-len(INSTRUCTION_SUFFIX)] for r in records
-                    if r.is_latest and r.instruction_file and r.error is None}
+                    if r.is_latest and r.instruction_file and r.error is None and r.size <= INSTRUCTION_FILE_MAX}
     for i, rec in enumerate(records):
         if not rec.is_latest or rec.key not in instructions or rec.instruction_file or rec.error:
             continue

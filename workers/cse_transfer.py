@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from workers import sse
 from workers.cse import (
     GCM_MAX_PLAINTEXT,
+    INSTRUCTION_FILE_MAX,
     INSTRUCTION_SUFFIX,
     S3EC_KEYS,
     ContentAlg,
@@ -38,7 +39,7 @@ from workers.cse import (
     parse_envelope,
     rewrap_envelope,
 )
-from workers.errors import ObjectChangedError, ObjectError, RekeyError, VerifyError
+from workers.errors import CorruptObjectError, ObjectChangedError, ObjectError, RekeyError, VerifyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
 from workers.model import Encryption, ObjectHead, ObjectRef, SecretKey
@@ -71,8 +72,7 @@ async def load_envelope(job: Job, ref: ObjectRef, head: ObjectHead, *, look_for_
     instruction: dict[str, str] | None = None
     if needs_instruction_file(head.metadata) or (fmt is None and look_for_file):
         try:
-            body = (await job.retried(f"instruction {ref.key}", lambda: job.source.get(
-                job.src.bucket, ref.key + INSTRUCTION_SUFFIX))).data
+            body = await read_instruction_file(job, ref.key + INSTRUCTION_SUFFIX)
         except ObjectChangedError:  # 404: no instruction file
             if fmt is None and not needs_instruction_file(head.metadata):
                 return None
@@ -82,6 +82,17 @@ async def load_envelope(job: Job, ref: ObjectRef, head: ObjectHead, *, look_for_
     if fmt is None and instruction is None:
         return None
     return parse_envelope(head.metadata, instruction)
+
+
+async def read_instruction_file(job: Job, key: str) -> bytes:
+    """The body of `key` (an instruction file) when it is at most INSTRUCTION_FILE_MAX bytes; HEAD first,
+    then a GET pinned to that ETag, so a file swapped in between is not read either."""
+    head = await job.retried(f"instruction {key}", lambda: job.source.head(job.src.bucket, key))
+    if head.size > INSTRUCTION_FILE_MAX:
+        raise CorruptObjectError(f"instruction file is {head.size} bytes, over the {INSTRUCTION_FILE_MAX}-byte "
+                                 "limit of an envelope: not read", bucket=job.src.bucket, key=key, op="get_object")
+    return (await job.retried(f"instruction {key}", lambda: job.source.get(job.src.bucket, key,
+                                                                            if_match=head.etag))).data
 
 
 async def already_under_target(settings: CseSettings, env: Envelope) -> bool:

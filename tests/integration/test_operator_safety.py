@@ -510,3 +510,27 @@ def test_policy_backup_goes_next_to_the_config_owner_only(sandbox: SandboxInfo, 
     restored = run_rekey(sandbox, "policy", "-c", str(config), "--restore", str(backup))
     assert restored.returncode == 0, restored.describe()
     s3_http.put_object(Bucket=bucket, Key="plain", Body=b"x")  # the enforcing policy is gone again
+
+
+def test_an_oversized_instruction_file_is_not_read(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                   tmp_path: Path) -> None:
+    import base64
+
+    from tests.cli_helpers import write_key_file
+    b64 = base64.b64encode
+    s3.put_object(Bucket=bucket, Key="v3.bin", Body=os.urandom(64),
+                  Metadata={"x-amz-c": "115", "x-amz-d": b64(os.urandom(28)).decode(),
+                            "x-amz-i": b64(os.urandom(28)).decode()})
+    s3.put_object(Bucket=bucket, Key="v3.bin.instruction", Body=b'{"x-amz-3": "' + b"A" * 100_000 + b'"}')
+    key_file = write_key_file(tmp_path, "wrap.key", os.urandom(32))
+    config = write_config(tmp_path, {
+        "source": {**source_section(sandbox, bucket), "cse": {"aes_key_files": [str(key_file)]}},
+        "target": {"mode": "sse-s3", "allow_client_side_decrypt": True},
+        "run": {"checkpoint": str(tmp_path / "big.sqlite")},
+    })
+    report = tmp_path / "big.json"
+    result = run_rekey(sandbox, "run", "-q", "-c", str(config), "--report", str(report))
+    assert result.returncode == 1, result.describe()
+    errors = {o["key"]: o["error"] for o in load_report(report)["objects"]}
+    assert "instruction file is 100015 bytes, over the 65536-byte limit of an envelope: not read" in \
+        errors["v3.bin"], errors

@@ -11,6 +11,7 @@ from workers.cse.content import (
     verify_commitment,
 )
 from workers.cse.envelope import (
+    INSTRUCTION_FILE_MAX,
     INSTRUCTION_SUFFIX,
     S3EC_KEYS,
     ContentAlg,
@@ -32,6 +33,7 @@ from workers.cse.rewrap import rewrap_envelope
 
 __all__ = [
     "GCM_MAX_PLAINTEXT",
+    "INSTRUCTION_FILE_MAX",
     "INSTRUCTION_SUFFIX",
     "S3EC_KEYS",
     "AesKeyring",

@@ -68,6 +68,7 @@ COMMITMENT_LEN = 28
 TAG_LEN = 16
 INSTRUCTION_SUFFIX = ".instruction"
 INSTRUCTION_MARKER = "x-amz-crypto-instr-file"
+INSTRUCTION_FILE_MAX = 64 * 1024   # an envelope is a few hundred bytes: anything bigger is not read into memory
 UNENCRYPTED_LENGTH = "x-amz-unencrypted-content-length"
 CEK_ALG_CONTEXT_KEY = "aws:x-amz-cek-alg"  # reserved key in a KMS encryption context
 LEGACY_KMS_CONTEXT_KEY = "kms_cmk_id"
