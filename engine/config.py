@@ -58,6 +58,7 @@ class CseTarget:
     aes_key: SecretKey | None = field(default=None, repr=False)
     public_key_pem: bytes | None = field(default=None, repr=False)
     public_key_file: str | None = None
+    check_key_pem: bytes | None = field(default=None, repr=False)   # RSA: the private key, to check each wrap
     material_description: Mapping[str, str] = field(default_factory=dict)
     instruction_file: bool = False
 
@@ -405,6 +406,26 @@ def _target(sec: _Section, base: Path) -> Target:
     return Target(mode, Encryption(Mode.NONE), cse, allow_decrypt)
 
 
+def _rsa_check_key(target: Target, source: Source, destination: Destination) -> Target:
+    """An RSA target wraps with a public key alone, so nothing proves the key is the right one. Its private key
+    among `[source.cse] rsa_private_key_files` lets every wrap be checked; in place, where a wrong public key
+    would leave objects nobody can open, it is required."""
+    cse = target.cse
+    if cse is None or cse.keyring != CseKeyring.RSA or cse.public_key_pem is None:
+        return target
+    from cryptography.hazmat.primitives import serialization
+    wanted = serialization.load_pem_public_key(cse.public_key_pem).public_numbers()  # type: ignore[union-attr]
+    for pem in source.cse.rsa_private_keys_pem:
+        private = serialization.load_pem_private_key(pem, password=None)
+        if private.public_key().public_numbers() == wanted:  # type: ignore[union-attr]
+            return replace(target, cse=replace(cse, check_key_pem=pem))
+    if destination.in_place:
+        raise ConfigError("target.public_key_file: in place, objects wrapped for a wrong public key could never be "
+                          "opened again: list its private key in [source.cse] rsa_private_key_files (used only to "
+                          "check every wrap), or write to another bucket or prefix")
+    return target
+
+
 def _source_cse(data: Any, base: Path) -> SourceCse:
     sec = _Section("source.cse", data)
     aes = tuple(_load_key(_resolve(p, base), sec.where("aes_key_files"))
@@ -507,7 +528,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         destination = Destination(Location(bucket, dst_prefix), endpoint, in_place)
     else:
         destination = Destination(source.location, source.endpoint, True)
-    target = _target(_Section("target", data["target"]), base)
+    target = _rsa_check_key(_target(_Section("target", data["target"]), base), source, destination)
     kms = None
     if "kms" in data:
         k = _Section("kms", data["kms"])

@@ -112,7 +112,7 @@ def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
             assert t.cse.aes_key is not None
             target = AesKeyring(t.cse.aes_key, dict(t.cse.material_description) or None)
         else:
-            target = RsaKeyring(t.cse.public_key_pem, None, dict(t.cse.material_description) or None)
+            target = RsaKeyring(t.cse.public_key_pem, t.cse.check_key_pem, dict(t.cse.material_description) or None)
     src = config.source.cse
     sources: list[Keyring] = []
     if kms is not None:

@@ -346,8 +346,10 @@ def test_rsa_keyring_round_trip_hand_checked(sandbox: SandboxInfo, s3: Any, buck
     bodies = {"rsa/doc.txt": os.urandom(5000), "rsa/empty": b"", "rsa/big.bin": os.urandom(12 * MiB + 3)}
     for key, body in bodies.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"owner": "qa"})
+    # In place, the private key must be at hand to check every wrap (issue 13): a wrong public key alone would
+    # leave objects nobody can open.
     code, rep, out = rekey(sandbox, tmp_path, "to-rsa", {
-        "source": source_section(sandbox, bucket),
+        "source": source_section(sandbox, bucket), "source.cse": {"rsa_private_key_files": [str(private_file)]},
         "target": {"mode": "cse", "keyring": "rsa", "public_key_file": str(public_file),
                    "material_description": {"team": "storage"}}})
     assert code == 0, out

@@ -534,3 +534,44 @@ def test_an_oversized_instruction_file_is_not_read(sandbox: SandboxInfo, s3: Any
     errors = {o["key"]: o["error"] for o in load_report(report)["objects"]}
     assert "instruction file is 100015 bytes, over the 65536-byte limit of an envelope: not read" in \
         errors["v3.bin"], errors
+
+
+def test_rsa_public_key_target_in_place_needs_its_private_key(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                              tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.cli_helpers import write_key_file
+
+    def pem_pair(name: str) -> tuple[Path, Path]:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = tmp_path / f"{name}.pub.pem"
+        public.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+        return public, write_key_file(tmp_path, f"{name}.pem", private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    public, private = pem_pair("right")
+    _, other_private = pem_pair("other")
+    s3.put_object(Bucket=bucket, Key="doc", Body=b"keep me readable")
+    for name, privates in (("public-only", []), ("wrong-private", [str(other_private)])):
+        config = write_config(tmp_path, {
+            "source": {**source_section(sandbox, bucket), "cse": {"rsa_private_key_files": privates}},
+            "target": {"mode": "cse", "keyring": "rsa", "public_key_file": str(public)},
+            "run": {"checkpoint": str(tmp_path / f"{name}.sqlite")},
+        }, f"{name}.toml")
+        refused = run_rekey(sandbox, "run", "-q", "-c", str(config))
+        assert refused.returncode == 2, refused.describe()
+        assert refused.stderr.strip().splitlines() == [
+            "rekey: error: target.public_key_file: in place, objects wrapped for a wrong public key could never be "
+            "opened again: list its private key in [source.cse] rsa_private_key_files (used only to check every "
+            "wrap), or write to another bucket or prefix"], refused.describe()
+    assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"keep me readable"
+    checked = write_config(tmp_path, {
+        "source": {**source_section(sandbox, bucket), "cse": {"rsa_private_key_files": [str(private)]}},
+        "target": {"mode": "cse", "keyring": "rsa", "public_key_file": str(public)},
+        "run": {"checkpoint": str(tmp_path / "checked.sqlite")},
+    }, "checked.toml")
+    result = run_rekey(sandbox, "run", "-q", "-c", str(checked))
+    assert result.returncode == 0, result.describe()
+    assert run_rekey(sandbox, "verify", "--deep", "-c", str(checked)).returncode == 0
