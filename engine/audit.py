@@ -367,25 +367,34 @@ def write_csv(records: Iterable[AuditRecord], out: TextIO) -> None:
 # --- chart -------------------------------------------------------------------------------------------------
 
 
-def _read_audit_json(path: str) -> dict[str, int]:
+def _read_audit_json(path: str) -> dict[str, Any]:
     try:
-        return bytes_by_mode(json.loads(Path(path).read_text(encoding="utf-8")))
+        data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+        bytes_by_mode(data)
+        return data
     except (OSError, ValueError) as exc:
         raise ConfigError(f"audit: cannot read audit JSON {path}: {exc}") from None
 
 
+def _series(label: str, audit: Mapping[str, Any], color: tuple[int, int, int]) -> Series:
+    return Series(label, bytes_by_mode(audit), color, bytes_by_mode(audit, "objects"))
+
+
 def write_chart(path: str, *, before: str | None, after: str | None, current: Mapping[str, Any] | None) -> None:
     """Before/after from two audit files, or from one file and this audit, or this audit alone."""
-    series: list[Series] = []
+    audits: list[tuple[str, Mapping[str, Any], tuple[int, int, int]]] = []
     if before:
-        series.append(Series("before", _read_audit_json(before), BEFORE_COLOR))
+        audits.append(("before", _read_audit_json(before), BEFORE_COLOR))
     if after:
-        series.append(Series("after", _read_audit_json(after), AFTER_COLOR))
+        audits.append(("after", _read_audit_json(after), AFTER_COLOR))
     elif current is not None:
-        series.append(Series("after" if before else "now", bytes_by_mode(current), AFTER_COLOR))
-    if not series:
+        audits.append(("after" if before else "now", current, AFTER_COLOR))
+    if not audits:
         raise ConfigError("audit.chart: nothing to draw (give --before/--after or audit a bucket)")
-    Path(path).write_bytes(bar_chart(series))
+    last = audits[-1][1]
+    where = f"{last.get('bucket') or ''}/{last.get('prefix') or ''}".strip("/")
+    title = f"{where}: bytes per mode" if where else "bytes per mode"
+    Path(path).write_bytes(bar_chart([_series(*a) for a in audits], title=title))
 
 
 # --- command -----------------------------------------------------------------------------------------------

@@ -575,3 +575,26 @@ def test_rsa_public_key_target_in_place_needs_its_private_key(sandbox: SandboxIn
     result = run_rekey(sandbox, "run", "-q", "-c", str(checked))
     assert result.returncode == 0, result.describe()
     assert run_rekey(sandbox, "verify", "--deep", "-c", str(checked)).returncode == 0
+
+
+def test_audit_chart_has_a_scale_the_bucket_and_counts(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                       tmp_path: Path) -> None:
+    from engine.chart import AFTER_COLOR, HEIGHT, WIDTH, Series, bytes_by_mode, draw_chart
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"p{i}", Body=os.urandom(1000))
+    s3.put_object(Bucket=bucket, Key="s", Body=os.urandom(3000), ServerSideEncryption="AES256")
+    chart = tmp_path / "chart.png"
+    result = run_rekey(sandbox, "audit", "--bucket", bucket, "--endpoint-url", sandbox.s3_http, "--json",
+                       "--chart", str(chart))
+    assert result.returncode == 0, result.describe()
+    summary = json.loads(result.stdout)
+    png = chart.read_bytes()
+    assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") == WIDTH
+    assert int.from_bytes(png[20:24], "big") == HEIGHT
+    canvas = draw_chart([Series("now", bytes_by_mode(summary), AFTER_COLOR, bytes_by_mode(summary, "objects"))],
+                        title=f"{bucket}: bytes per mode")
+    assert canvas.to_png() == png  # what the file shows is this drawing
+    labels = canvas.labels
+    assert labels[0] == f"{bucket}: bytes per mode".upper()
+    assert [t for t in labels if t.endswith("B")][:5] == ["0 B", "1.0 KIB", "2.0 KIB", "3.0 KIB", "4.0 KIB"]
+    assert "3 OBJ" in labels and "2.9 KIB" in labels and "1 OBJ" in labels  # none: 3 objects; sse-s3: 1
