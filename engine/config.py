@@ -301,6 +301,9 @@ class _Section:
 
 def _endpoint(sec: _Section, max_connections: int, lean: bool = True) -> Endpoint:
     ca = sec.text("ca_bundle")
+    if ca is not None and not ca.strip():
+        raise ConfigError(f"{sec.where('ca_bundle')}: empty: give the PEM file of the CA, or leave the key out "
+                          "to trust the system's CAs")
     if ca:
         _readable_file(ca, sec.where("ca_bundle"))
     url = sec.text("endpoint_url")

@@ -157,6 +157,7 @@ _KMS_DENIED_CODES = frozenset(
 )
 
 
+_CERTIFICATE_ERRORS = frozenset({"ClientConnectorCertificateError", "SSLCertVerificationError"})
 _KEYED_READS = frozenset({"head_object", "get_object"})
 
 
@@ -248,6 +249,11 @@ def classify_s3_error(
         return EndpointError(f"endpoint unreachable: {name}", **where)
     if name in ("NoCredentialsError", "PartialCredentialsError"):
         return CredentialsError("no AWS credentials found (environment, profile or config)", **where)
+    if name in _CERTIFICATE_ERRORS or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        # Not retried: an untrusted certificate stays untrusted. Names the setting that fixes it.
+        return EndpointError("the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED); set "
+                             "ca_bundle ([source], [destination] or [kms]; audit and bench: --ca-bundle) to the PEM "
+                             "of the CA that signed it", **where)
     if name in ("SSLError",):
         return EndpointError(f"TLS failure: {exc}", **where)
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name in (

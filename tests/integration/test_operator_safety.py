@@ -598,3 +598,30 @@ def test_audit_chart_has_a_scale_the_bucket_and_counts(sandbox: SandboxInfo, s3:
     assert labels[0] == f"{bucket}: bytes per mode".upper()
     assert [t for t in labels if t.endswith("B")][:5] == ["0 B", "1.0 KIB", "2.0 KIB", "3.0 KIB", "4.0 KIB"]
     assert "3 OBJ" in labels and "2.9 KIB" in labels and "1 OBJ" in labels  # none: 3 objects; sse-s3: 1
+
+
+def test_untrusted_certificate_names_ca_bundle_and_an_empty_one_is_an_error(sandbox: SandboxInfo, s3: Any,
+                                                                            bucket: str, tmp_path: Path) -> None:
+    from engine.sandbox import write_self_signed_cert
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    (tmp_path / "other").mkdir()
+    wrong_ca, _ = write_self_signed_cert(tmp_path / "other")
+    untrusted = ("the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED); set ca_bundle "
+                 "([source], [destination] or [kms]; audit and bench: --ca-bundle) to the PEM of the CA that signed it")
+    for name, extra in (("wrong", {"ca_bundle": str(wrong_ca)}), ("system", {})):
+        config = write_config(tmp_path, {
+            "source": {"bucket": bucket, "endpoint_url": sandbox.s3_https, "region": sandbox.region, **extra},
+            "target": {"mode": "sse-s3"}, "run": {"checkpoint": str(tmp_path / f"{name}.sqlite")},
+        }, f"{name}.toml")
+        result = run_rekey(sandbox, "run", "-q", "-c", str(config))
+        assert result.returncode == 3, result.describe()
+        assert result.stderr.strip().splitlines() == [f"rekey: error: head_bucket s3://{bucket}: {untrusted}"]
+    empty = write_config(tmp_path, {
+        "source": {"bucket": bucket, "endpoint_url": sandbox.s3_https, "ca_bundle": ""},
+        "target": {"mode": "sse-s3"}, "run": {"checkpoint": str(tmp_path / "empty.sqlite")},
+    }, "empty.toml")
+    result = run_rekey(sandbox, "run", "-q", "-c", str(empty))
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.strip().splitlines() == [
+        "rekey: error: source.ca_bundle: empty: give the PEM file of the CA, or leave the key out to trust the "
+        "system's CAs"]
