@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,8 @@ class CompletionReport:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fresh = not target.exists() or target.stat().st_size == 0
-            self._file = target.open("a", encoding="utf-8", newline="")
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)  # owner only
+            self._file = os.fdopen(fd, "a", encoding="utf-8", newline="")
         except OSError as exc:
             raise ConfigError(f"--completion-report: cannot write {self.path}: {exc.strerror}") from None
         if fresh and self.format == "csv":

@@ -127,12 +127,14 @@ def test_one_run_per_checkpoint_and_gentle_stops(sandbox: SandboxInfo, s3: Any, 
     killed.communicate(timeout=60)
     assert checkpoint.with_name("rekey.sqlite.lock").exists()
     fast = slow_config(tmp_path, sandbox, bucket, kms_key, "fast.toml", rate=1000)  # same checkpoint
-    last = run_rekey(sandbox, "run", "-q", "-c", str(fast), "--report", str(report))
+    completion = tmp_path / "reports" / "done.jsonl"
+    last = run_rekey(sandbox, "run", "-q", "-c", str(fast), "--report", str(report),
+                     "--completion-report", str(completion))
     assert last.returncode == 0, last.describe()
     states = load_report(report)["summary"]["by_state"]
     # skipped: copied by the killed run before its checkpoint recorded it, found already right
     assert set(states) <= {"done", "skipped"} and sum(states.values()) == OBJECTS, states
-    for path in (checkpoint, report, checkpoint.with_name("rekey.sqlite.lock")):
+    for path in (checkpoint, report, completion, checkpoint.with_name("rekey.sqlite.lock")):
         assert mode_of(path) == 0o600, (path, oct(mode_of(path)))
 
 
