@@ -94,12 +94,13 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
         put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe",
                                                                           encryption=target)))
     except (FatalError, RetryableError) as exc:
-        if target.mode in _KMS_MODES and not isinstance(exc, CredentialsError) and \
-                await _plain_put_works(s3, bucket, prefix, retry):
-            # Only the KMS key differs from a write the server takes: name the key, not the server.
+        if target.mode in _KMS_MODES and await _plain_put_works(s3, bucket, prefix, retry):
+            # Only the KMS key differs from a write the server takes with the same credentials: name the key,
+            # not the server or the credentials (RGW answers an unknown key id with InvalidAccessKeyId).
+            answer = exc.message.removeprefix("credentials refused: ")
             raise TargetRefusedError(
                 f"target.kms_key_id: the server cannot encrypt with KMS key {target.kms_key_id} (does it exist, "
-                f"and may the server use it?): {exc.message}", bucket=bucket, op="probe put") from None
+                f"and may the server use it?): {answer}", bucket=bucket, op="probe put") from None
         raise  # not an answer about the encryption
     except RekeyError as exc:
         if "denied" in exc.message.lower():
