@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 from engine.cli import build_parser
 from engine.commands import COMMAND_MODULES
@@ -92,3 +93,16 @@ def test_no_command_imports_a_private_name_and_only_the_cli_imports_commands() -
             continue
         outside += [f"{path.name}: {m}" for m, _ in _imports(path) if m.startswith(("engine.cli", "engine.commands"))]
     assert outside == []
+
+
+def test_verbose_anywhere_and_version(capsys: Any) -> None:
+    import pytest
+    parser = build_parser()
+    assert parser.parse_args(["run", "-c", "x.toml", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "status", "-c", "x.toml"]).verbose is True
+    assert parser.parse_args(["verify", "-c", "x.toml"]).verbose is False
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("rekey ") and out != "rekey unknown"
