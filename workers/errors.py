@@ -242,8 +242,11 @@ def classify_s3_error(
         if code == "AccessDenied" or status == 403:
             return ObjectError(f"access denied: {detail}", **where)
         return ObjectError(detail, **where)
-    # Transport-level failures: botocore already retried them.
-    where = {"bucket": bucket, "key": key, "op": op}
+    return _classify_transport(exc, {"bucket": bucket, "key": key, "op": op})
+
+
+def _classify_transport(exc: BaseException, where: dict[str, Any]) -> RekeyError:
+    """Transport-level failures (no answer from the server): botocore already retried them."""
     name = type(exc).__name__
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
         return EndpointError(f"endpoint unreachable: {name}", **where)
