@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.cleanup import abort_uploads
 from engine.commands.common import EXIT_OK, load, run_async
+from engine.lock import CheckpointLock
 from engine.terminal import shown
 
 
@@ -14,15 +15,17 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from engine.pipeline import open_checkpoint
     config = load(args)
     dst = config.destination.location
-    cp = open_checkpoint(config, create=False)
-    try:
-        rows = [r for r in cp.uploads() if r.dest_bucket == dst.bucket and r.dest_key.startswith(dst.prefix)]
-        lines, others = run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
-        if not args.dry_run:
-            for r in rows:
-                cp.finish_upload(r.key, r.version_id, r.upload_id)
-    finally:
-        cp.close()
+    # A run's own uploads must not be aborted under it: cleanup takes the run's lock (exit 3 while one runs).
+    with CheckpointLock(config.run.checkpoint):
+        cp = open_checkpoint(config, create=False)
+        try:
+            rows = [r for r in cp.uploads() if r.dest_bucket == dst.bucket and r.dest_key.startswith(dst.prefix)]
+            lines, others = run_async(lambda: abort_uploads(config, rows, dry_run=args.dry_run))
+            if not args.dry_run:
+                for r in rows:
+                    cp.finish_upload(r.key, r.version_id, r.upload_id)
+        finally:
+            cp.close()
     for line in lines:
         print(shown(line))
     verb = "to abort or forget" if args.dry_run else "aborted or forgotten"

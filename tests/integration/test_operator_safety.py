@@ -91,6 +91,10 @@ def test_one_run_per_checkpoint_and_gentle_stops(sandbox: SandboxInfo, s3: Any, 
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pid@host {first.pid}@{socket.gethostname()}" in lines[0], second.describe()
 
+    # cleanup would abort the run's uploads under it: it needs the lock too.
+    cleanup = run_rekey(sandbox, "cleanup", "-c", str(config))
+    assert cleanup.returncode == 3 and f"{first.pid}@" in cleanup.stderr, cleanup.describe()
+
     # status reads without the lock, while the run goes on.
     status = run_rekey(sandbox, "status", "--json", "-c", str(config))
     assert status.returncode == 0, status.describe()
