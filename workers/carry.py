@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from workers import learned
 from workers.job import Job
 from workers.model import ObjectHead, ObjectRef
 
@@ -39,7 +40,7 @@ def route_of(action: str, *, in_place: bool, multipart: bool) -> str:
 
 
 def keeps_tags(job: Job, route: str) -> bool:
-    return job.caps is None or job.caps.get(CAP_KEEPS_TAGS.format(route=route)) is not False
+    return learned.known(job, CAP_KEEPS_TAGS.format(route=route)) is not False
 
 
 async def put_tags(job: Job, key: str, tags: Tags) -> None:
@@ -74,8 +75,7 @@ async def check_tags(job: Job, key: str, tags: Tags, *, route: str) -> str | Non
         return None
     if tags:
         log.info("%s: the %s write did not keep the object's tags; writing them back", key, route)
-        if job.caps is not None:
-            await job.caps.learn(CAP_KEEPS_TAGS.format(route=route), False)
+        await learned.learn(job, CAP_KEEPS_TAGS.format(route=route), False)
         await put_tags(job, key, tags)
         got = await job.retried(f"verify tags {key}", lambda: job.dest.get_tags(job.dst.bucket, key))
         if got == dict(tags):
@@ -95,9 +95,9 @@ async def copy_first_tags(job: Job, key: str, dest_key: str, written: ObjectHead
     turns copy-first off (the caller's object then goes the HEAD-first way, which reads tags first).
     Objects started while the first ones are being compared are not compared themselves."""
     name = CAP_KEEPS_TAGS.format(route="copy-first")
-    if job.caps is None or job.caps.get(name) is True:
+    if job.caps is None or learned.known(job, name) is True:
         return None
-    if job.caps.get(name) is None and job.calibration.get(_COPY_FIRST_STARTED, 0) >= COPY_FIRST_CHECKS:
+    if learned.known(job, name) is None and job.calibration.get(_COPY_FIRST_STARTED, 0) >= COPY_FIRST_CHECKS:
         return None
     job.calibration[_COPY_FIRST_STARTED] = job.calibration.get(_COPY_FIRST_STARTED, 0) + 1
     tags = await read_tags(job, ObjectRef(key, written.size, ""))
@@ -106,10 +106,10 @@ async def copy_first_tags(job: Job, key: str, dest_key: str, written: ObjectHead
         return None
     got = await job.retried(f"verify tags {dest_key}", lambda: job.dest.get_tags(job.dst.bucket, dest_key))
     if got != tags:
-        await job.caps.learn(name, False)
+        await learned.learn(job, name, False)
         return f"kept tags {sorted(got)}, source had {sorted(tags)}"
     agreed = job.calibration.get(name, 0) + 1
     job.calibration[name] = agreed
     if agreed >= COPY_FIRST_CHECKS:
-        await job.caps.learn(name, True)
+        await learned.learn(job, name, True)
     return None

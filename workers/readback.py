@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from workers import learned
 from workers.errors import CorruptObjectError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef
@@ -52,7 +53,7 @@ def state(job: Job, path: str) -> bool | None:
     """True: trusted; False: turned off (its objects stream); None: still calibrating."""
     if job.caps is None:
         return True   # no capability record (unit use): nothing to calibrate against
-    return job.caps.get(CAP_READBACK.format(path=path))
+    return learned.known(job, CAP_READBACK.format(path=path))
 
 
 def can_hold(job: Job, head: ObjectHead) -> bool:
@@ -122,12 +123,11 @@ async def after_write(job: Job, dest_key: str, size: int, cal: Calibration) -> s
     if why is not None:
         log.warning("%s: path %s fails read-back calibration: %s; its objects stream from now on",
                     dest_key, cal.path, why)
-        if job.caps is not None:
-            await job.caps.learn(name, False)
+        await learned.learn(job, name, False)
         return why
     count = job.calibration.get(name, 0) + 1
     job.calibration[name] = count
-    if count >= CALIBRATION_OBJECTS and job.caps is not None and job.caps.get(name) is None:
+    if count >= CALIBRATION_OBJECTS and learned.known(job, name) is None:
         log.info("path %s calibrated: %d objects read back right", cal.path, count)
-        await job.caps.learn(name, True)
+        await learned.learn(job, name, True)
     return None

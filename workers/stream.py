@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from workers import learned
 from workers.errors import ObjectChangedError, ObjectGoneError, RekeyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
@@ -82,7 +83,7 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mappi
     other form is learned for the run and the write is done again; a real change stays a 412."""
     if tags is None:
         tags = await source_tags(job, ref)
-    unquoted = job.caps is not None and job.caps.get(CAP_IF_MATCH_UNQUOTED) is True
+    unquoted = learned.known(job, CAP_IF_MATCH_UNQUOTED) is True
     try:
         return await _stream_copy(job, ref, head, tags, unquoted=unquoted, held=held)
     except ObjectChangedError as exc:
@@ -91,8 +92,7 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mappi
             raise
     log.info("%s: If-Match with the %s ETag refused although the object is unchanged: using the other form",
              ref.key, "unquoted" if unquoted else "quoted")
-    if job.caps is not None:
-        await job.caps.learn(CAP_IF_MATCH_UNQUOTED, not unquoted)
+    await learned.learn(job, CAP_IF_MATCH_UNQUOTED, not unquoted)
     return await _stream_copy(job, ref, head, tags, unquoted=not unquoted, held=held)
 
 

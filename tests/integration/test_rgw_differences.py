@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from engine.sandbox_rgw import RgwInfo
@@ -36,8 +37,26 @@ from tests.cli_helpers import (
     write_key_file,
 )
 from tests.helpers import read_back, sse_c_params
+from workers.errors import ObjectChangedError
+from workers.job import Job
+from workers.model import Encryption, Location, Mode, ObjectHead, ObjectRef
+from workers.s3 import S3, Endpoint
+from workers.stream import CAP_IF_MATCH_UNQUOTED, stream_copy
 
 SMALL, MULTIPART = 2048 + 5, 5 * MiB + 777
+
+
+class Caps:
+    """A capability record (the engine's is persisted in the checkpoint)."""
+
+    def __init__(self, **values: bool) -> None:
+        self.values = dict(values)
+
+    def get(self, name: str) -> bool | None:
+        return self.values.get(name)
+
+    async def learn(self, name: str, value: bool) -> None:
+        self.values[name] = value
 
 
 @dataclass(frozen=True)
@@ -275,3 +294,34 @@ def test_sse_kms_without_a_key_id_is_a_config_error(rgw: RgwInfo, rgw_s3: Any,
     assert result.returncode == 2, result.describe()
     assert "kms_key_id" in result.stderr
     assert {k: head(rgw_s3, bucket, k)["ETag"] for k in before} == {k: v["ETag"] for k, v in before.items()}
+
+
+def test_a_real_concurrent_overwrite_is_still_refused(rgw: RgwInfo, rgw_s3: Any,
+                                                      rgw_bucket_factory: Callable[..., str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The If-Match form is switched only when a fresh HEAD shows the object unchanged: an object overwritten
+    between the read and the write stays the other writer's, under either form, and nothing is learned."""
+    for name, value in rgw.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = rgw_bucket_factory("rgw-if-match")
+    rgw_s3.put_object(Bucket=bucket, Key="k", Body=b"first version")
+    h = head(rgw_s3, bucket, "k")
+    rgw_s3.put_object(Bucket=bucket, Key="k", Body=b"the other writer's version")
+
+    async def attempt(caps: Caps) -> BaseException | None:
+        endpoint = Endpoint(endpoint_url=rgw.s3_https, region=rgw.region, ca_bundle=rgw.ca_bundle)
+        async with S3.open(endpoint) as s3:
+            job = Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
+                      same_endpoint=True, target=Encryption(Mode.SSE_KMS, kms_key_id=rgw.kms_keys[1]), caps=caps)
+            stale = ObjectHead("k", 13, h["ETag"], Encryption(Mode.NONE))
+            try:   # the bytes as read before the overwrite: the write itself meets the change
+                await stream_copy(job, ObjectRef("k", 13, h["ETag"]), stale, tags={}, held=b"first version")
+            except ObjectChangedError as exc:
+                return exc
+            return None
+
+    for caps in (Caps(), Caps(**{CAP_IF_MATCH_UNQUOTED: True})):
+        before = dict(caps.values)
+        assert isinstance(anyio.run(attempt, caps), ObjectChangedError)
+        assert caps.values == before, caps.values
+        assert read_back(rgw_s3, bucket, "k") == b"the other writer's version"
