@@ -266,14 +266,37 @@ def _take(rows: Iterator[ManifestRow], count: int) -> list[ManifestRow]:
     return out
 
 
+def data_files(path: str | Path) -> list[Path]:
+    """The data files of an S3 Inventory `manifest.json` (each listed in parallel as its own range); [] for
+    any other manifest."""
+    p = Path(path)
+    return _read_manifest_json(p)[1] if p.name == "manifest.json" else []
+
+
+async def data_file_pages(manifest: str | Path, data: Path, key_filter: KeyFilter, *, bucket: str,
+                          start_after: str = "", page_size: int = 1000,
+                          ) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
+    """Pages of one data file of a `manifest.json`, positions counting its own rows (see manifest_pages)."""
+    schema, _ = _read_manifest_json(Path(manifest))
+    async for page in _pages(_read_csv(data, schema, first_line=1, where=f"{data.name} "), key_filter,
+                             bucket=bucket, start_after=start_after, page_size=page_size):
+        yield page
+
+
 async def manifest_pages(path: str | Path, key_filter: KeyFilter, *, bucket: str, start_after: str = "",
                          page_size: int = 1000) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
     """Pages of wanted objects as (refs, position, last page?), like `engine.listing.list_objects`.
 
     The file is read in a worker thread, one page at a time, so a large manifest never blocks the loop.
     """
+    async for page in _pages(read_manifest(path), key_filter, bucket=bucket, start_after=start_after,
+                             page_size=page_size):
+        yield page
+
+
+async def _pages(rows: Iterator[ManifestRow], key_filter: KeyFilter, *, bucket: str, start_after: str,
+                 page_size: int) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
     first = _start_line(start_after)
-    rows = read_manifest(path)
     page: list[ObjectRef] | None = None
     position = _position(first) if first else ""
     while True:

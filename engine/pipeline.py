@@ -19,9 +19,9 @@ from engine.executor import process_one as process_one  # re-exported: the per-o
 from engine.executor.local import LocalExecutor
 from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
-from engine.manifest import manifest_pages
+from engine.manifest import data_file_pages, data_files, manifest_pages
 from engine.progress import Progress
-from engine.ranges import KeyRange, learn_ranges, list_ranges
+from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle
 from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
@@ -235,7 +235,7 @@ class Run:
             if self.versioned:
                 await self._list_versions(send, position)
             elif self.config.source.manifest:
-                await self._list_pages(send, position)
+                await self._list_manifest(send, position, new_pass=done)
             else:
                 await self._list_in_ranges(send, position, new_pass=done)
             self.progress.listing_done()
@@ -287,13 +287,36 @@ class Run:
             else:
                 ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix)
             await self.acp.run(cp.set_key_ranges, ranges)
+        source, bucket = self.job.source, self.job.src.bucket
+        await self._list_ranges(send, ranges, lambda r: key_range_pages(source, bucket, self.key_filter, r))
+
+    async def _list_manifest(self, send: MemoryObjectSendStream[Item], position: str, *, new_pass: bool) -> None:
+        """A manifest.json of several data files: one range per file, listed at once; else in one sequence."""
+        manifest = self.config.source.manifest
+        assert manifest is not None
+        files = await anyio.to_thread.run_sync(data_files, manifest)
+        cp = self.acp.sync
+        ranges = await self.acp.run(cp.key_ranges)
+        if len(files) < 2 or (position and not ranges):   # one file, or an earlier version's single sequence
+            await self._list_pages(send, position)
+            return
+        if not ranges or new_pass:
+            ranges = file_ranges(files)
+            await self.acp.run(cp.set_key_ranges, ranges)
+        by_range = dict(zip((r.lo for r in file_ranges(files)), files, strict=True))
+        await self._list_ranges(send, ranges, lambda r: data_file_pages(
+            manifest, by_range[r.lo], self.key_filter, bucket=self.job.src.bucket, start_after=r.position))
+
+    async def _list_ranges(self, send: MemoryObjectSendStream[Item], ranges: list[KeyRange],
+                           pages_of: Callable[[KeyRange], AsyncIterator[tuple[list[ObjectRef], str, bool]]]) -> None:
+        cp = self.acp.sync
         indexes = {r.lo: self._index(r.position) for r in ranges if not r.done}
 
         async def on_page(key_range: KeyRange, refs: list[ObjectRef], pos: str, last: bool) -> None:
             todo = await self.acp.run(lambda: cp.add_listed(refs, position=pos, done=last, key_range=key_range))
             await self._send_todo(send, todo, indexes[key_range.lo])
 
-        await list_ranges(self.job.source, self.job.src.bucket, self.key_filter, ranges, on_page)
+        await list_ranges(ranges, pages_of, on_page)
 
     async def _resend_unfinished(self, send: MemoryObjectSendStream[Item]) -> None:
         """Objects an earlier run listed and did not finish, page by page (marked queued in the checkpoint,

@@ -7,12 +7,16 @@ goes one character deeper there. Each stretch `(lo, hi]` with keys is a range li
 StartAfter, its resume position kept in the checkpoint (table `listing_ranges`). The ranges cover the
 whole key space (an empty stretch is joined to the range before it), so keys that appear later in any
 stretch are found by the next pass. A listing of one page is one range, as before.
+
+An S3 Inventory `manifest.json` with several data files is split by its files instead: one range per file,
+its position the last row of that file consumed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 
@@ -88,12 +92,13 @@ def ranges_from_cuts(cuts: Sequence[str]) -> list[KeyRange]:
 
 
 PageSink = Callable[[KeyRange, list[ObjectRef], str, bool], Awaitable[None]]
+Pages = AsyncIterator[tuple[list[ObjectRef], str, bool]]   # (wanted refs, position, last page?)
 
 
-async def list_ranges(s3: S3, bucket: str, key_filter: KeyFilter, ranges: Sequence[KeyRange],
+async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange], Pages],
                       on_page: PageSink) -> None:
     """List the unfinished ranges, RANGE_LISTERS at once; `on_page(range, wanted refs, position, last)` is
-    called for each page of a range in key order (the pages of different ranges interleave)."""
+    called for each page of a range in order (the pages of different ranges interleave)."""
     todo = [r for r in ranges if not r.done]
     send, recv = anyio.create_memory_object_stream[KeyRange](len(todo) or 1)
     for r in todo:
@@ -102,14 +107,16 @@ async def list_ranges(s3: S3, bucket: str, key_filter: KeyFilter, ranges: Sequen
 
     async def lister() -> None:
         async for key_range in recv:
-            await _list_one(s3, bucket, key_filter, key_range, on_page)
+            async for refs, position, last in pages_of(key_range):
+                await on_page(key_range, refs, position, last)
 
     async with anyio.create_task_group() as tg:
         for _ in range(min(RANGE_LISTERS, len(todo))):
             tg.start_soon(lister)
 
 
-async def _list_one(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange, on_page: PageSink) -> None:
+async def key_range_pages(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange) -> Pages:
+    """One key range of the bucket listing, from its position: pages of wanted refs, the last one flagged."""
     position = key_range.position
     pages = s3.list_pages(bucket, key_filter.prefix, start_after=position)
     page: list[ObjectRef] | None = None
@@ -117,10 +124,15 @@ async def _list_one(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRa
         inside = [r for r in nxt if key_range.hi is None or r.key <= key_range.hi]
         ended = len(inside) < len(nxt)
         if page is not None:
-            await on_page(key_range, [r for r in page if key_filter.wants(r.key)], position, False)
+            yield [r for r in page if key_filter.wants(r.key)], position, False
         page = inside
         if inside:
             position = inside[-1].key
         if ended:
             break
-    await on_page(key_range, [r for r in (page or []) if key_filter.wants(r.key)], position, True)
+    yield [r for r in (page or []) if key_filter.wants(r.key)], position, True
+
+
+def file_ranges(files: Sequence[Path]) -> list[KeyRange]:
+    """An S3 Inventory manifest split by its data files: one range each, its position a row of that file."""
+    return [KeyRange(f"{i:06d}:{f.name}", None, "") for i, f in enumerate(files)]

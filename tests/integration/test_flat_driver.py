@@ -164,3 +164,32 @@ def test_listing_in_ranges_covers_every_key_once_and_resumes_per_range(sandbox: 
     third = run_in_ranges(sandbox, config, 5)
     assert third.returncode == 0, third.stdout + third.stderr
     assert s3.head_object(Bucket=bucket, Key="k/new")["ServerSideEncryption"] == "AES256"
+
+
+def test_an_inventory_manifest_is_split_by_its_data_files(sandbox: SandboxInfo, s3: Any, bucket: str,
+                                                          tmp_path: Path) -> None:
+    inv = tmp_path / "inventory"
+    (inv / "data").mkdir(parents=True)
+    files = []
+    keys = [f"f{f}/{i:02d}" for f in range(3) for i in range(5)]
+    for f in range(3):
+        name = f"part-{f}.csv"
+        rows = [f'"{bucket}","f{f}/{i:02d}","1"' for i in range(5)]
+        (inv / "data" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+        files.append({"key": f"inventory/data/{name}", "size": 1})
+    (inv / "manifest.json").write_text(json.dumps({"fileSchema": "Bucket, Key, Size", "files": files}))
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    s3.put_object(Bucket=bucket, Key="not-in-the-manifest", Body=b"x")
+    cp = tmp_path / "cp.sqlite"
+    config = write_config(tmp_path, {
+        "source": source_section(sandbox, bucket, manifest=str(inv / "manifest.json")),
+        "target": {"mode": "sse-s3"}, "run": small_run_section(cp)})
+    done = run_rekey(sandbox, "run", "-q", "-c", str(config))
+    assert done.returncode == 0, done.describe()
+    ranges = checkpoint_rows(cp, "SELECT lo, position, done FROM listing_ranges ORDER BY lo")
+    assert [(r["lo"].split(":")[1], int(r["position"]), r["done"]) for r in ranges] == [
+        (f"part-{f}.csv", 5, 1) for f in range(3)]
+    states = {r["key"]: r["state"] for r in checkpoint_rows(cp, "SELECT key, state FROM objects")}
+    assert states == dict.fromkeys(keys, "done")
+    assert "ServerSideEncryption" not in s3.head_object(Bucket=bucket, Key="not-in-the-manifest")
