@@ -107,6 +107,8 @@ def build_report(config: Config, cp: Checkpoint, result: RunResult | None, *,
         }
         ex = result.executor
         report["executor"] = {"kind": ex.kind, "actors": ex.actors, "actors_lost": ex.actors_lost}
+        if ex.batches_retried:
+            report["executor"].update(batches_retried=ex.batches_retried, uploads_carried=ex.uploads_carried)
     return report
 
 

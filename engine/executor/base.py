@@ -40,6 +40,8 @@ class ExecutorStats:
     actors: int
     actors_lost: int = 0
     requests: int = 0       # requests the actors sent (the driver counts its own)
+    batches_retried: int = 0  # batches of a lost actor handed to another
+    uploads_carried: int = 0  # multipart uploads of those batches handed over to be continued or aborted
 
 
 class Executor(Protocol):

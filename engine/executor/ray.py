@@ -247,6 +247,8 @@ class RayExecutor:
         self.batch_size = max(1, config.run.concurrency)
         self.lanes = 1
         self.lost = 0
+        self.retried = 0
+        self.carried = 0
         self._started_ray = False
 
     # --- session ----------------------------------------------------------------------------------------
@@ -372,6 +374,8 @@ class RayExecutor:
             except RayActorError as exc:
                 self._mark_lost(actor, exc)
                 resumes = await self._fresh_resumes(batch.items)
+                self.retried += 1
+                self.carried += len(resumes)
                 continue
             finally:
                 actor.in_flight -= 1
@@ -394,4 +398,4 @@ class RayExecutor:
         return sum(a.requests for a in self._actors)
 
     def statistics(self) -> ExecutorStats:
-        return ExecutorStats(self.kind, len(self._actors), self.lost, self.requests)
+        return ExecutorStats(self.kind, len(self._actors), self.lost, self.requests, self.retried, self.carried)

@@ -191,7 +191,8 @@ def test_a_node_killed_mid_run_still_every_object_right(sandbox: SandboxInfo, s3
     assert proc.returncode == 0, out.decode() + err.decode()
     assert_every_object_right(s3, bucket, seeded, kms_key)
     rep = load_report(report)
-    assert rep["executor"]["actors_lost"] == 1 and rep["executor"]["actors"] == NODES
+    ex = rep["executor"]
+    assert ex["actors_lost"] == 1 and ex["actors"] == NODES and ex["batches_retried"] >= 1, ex
     assert {o["state"] for o in rep["objects"]} <= {"done", "skipped"}   # skipped: done, then its actor lost
     finished = [json.loads(line) for line in lines.read_text().splitlines()]
     assert {e["key"] for e in finished} == set(seeded.bodies)
