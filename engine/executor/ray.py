@@ -43,6 +43,7 @@ log = logging.getLogger("rekey.ray")
 OpenWorker = Callable[..., contextlib.AbstractAsyncContextManager[WorkerContext]]
 BATCHES_PER_ACTOR = 2       # one running, one queued behind it: an actor never waits for the driver
 JOURNAL_POLL_SECONDS = 0.5
+ACTOR_START_SECONDS = 300   # actors that cannot all be placed by then (too few free CPUs) stop the run
 
 
 class ActorsLostError(FatalError):
@@ -255,8 +256,8 @@ class RayExecutor:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[None]:
-        self._start()   # blocks the loop for Ray's start-up, before anything else of the run is going
         try:
+            self._start()   # blocks the loop for Ray's start-up, before anything else of the run is going
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump)
                 try:
@@ -295,7 +296,13 @@ class RayExecutor:
                 self._config.text, base, self._config.path, name, self._relay, self._open_worker,
                 self._ctx.confirm_delete_noncurrent)
             self._actors.append(_Actor(handle, name))
-        nodes = ray.get([a.handle.node.remote() for a in self._actors])
+        try:
+            nodes = ray.get([a.handle.node.remote() for a in self._actors], timeout=ACTOR_START_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            free = ray.available_resources().get("CPU", 0)
+            raise ActorsLostError(f"ray.actors: {count} actors of one CPU each did not all start within "
+                                  f"{ACTOR_START_SECONDS} s ({free:g} CPUs free on the cluster); lower "
+                                  "[ray] actors or add nodes") from None
         for actor, node in zip(self._actors, nodes, strict=True):
             actor.name = f"{actor.name}@{node[:8]}"
         self.lanes = count * BATCHES_PER_ACTOR
