@@ -22,6 +22,7 @@ import anyio
 from engine.chart import AFTER_COLOR, BEFORE_COLOR, MODES, Series, bar_chart, bytes_by_mode, human_bytes
 from engine.config import Config, Target, load_config
 from engine.listing import KeyFilter
+from engine.retry import retrier_for
 from engine.terminal import shown
 from workers import sse
 from workers.cse.envelope import (
@@ -203,7 +204,7 @@ async def audit_objects(scope: AuditScope) -> tuple[list[AuditRecord], int]:
     records: list[AuditRecord] = []
     delete_markers: list[str] = []
     send, receive = anyio.create_memory_object_stream[Listed](scope.concurrency * 2)
-    async with S3.open(scope.endpoint) as s3:
+    async with S3.open(scope.endpoint, retry=retrier_for()) as s3:
 
         async def lister() -> None:
             async with send:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from engine.config import Config, load_config, parse_size
+from engine.retry import retrier_for
 from workers import sse
 from workers.cse import (
     AesKeyring,
@@ -257,11 +258,12 @@ async def _delete(s3: S3, bucket: str, keys: list[str]) -> None:
 async def run_bench(settings: BenchSettings) -> list[ModeResult]:
     body = os.urandom(settings.size)
     async with contextlib.AsyncExitStack() as stack:
-        s3 = await stack.enter_async_context(S3.open(settings.endpoint))
+        retry = retrier_for(concurrency=settings.concurrency)
+        s3 = await stack.enter_async_context(S3.open(settings.endpoint, retry=retry))
         codec = None
         if Mode.CSE in settings.modes:
             if settings.kms is not None and settings.kms_key_id:
-                kms = await stack.enter_async_context(Kms.open(settings.kms))
+                kms = await stack.enter_async_context(Kms.open(settings.kms, retry=retry))
                 codec = CseCodec(KmsKeyring(kms, settings.kms_key_id), f"KMS keyring, key {settings.kms_key_id}")
             else:
                 codec = CseCodec(AesKeyring(SecretKey(secrets.token_bytes(32), "rekey bench (random)")),

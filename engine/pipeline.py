@@ -22,7 +22,7 @@ from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import data_file_pages, data_files, manifest_pages
 from engine.progress import Progress
 from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
-from engine.retry import Retrier, Throttle
+from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError
@@ -77,18 +77,19 @@ def check_transport(config: Config) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(config: Config) -> AsyncIterator[tuple[S3, S3, Kms | None]]:
+async def open_clients(config: Config, retry: Retrier | None = None) -> AsyncIterator[tuple[S3, S3, Kms | None]]:
     """Source, destination (the same client when they share the endpoint) and KMS when client-side
-    encryption may be involved."""
+    encryption may be involved; every request retried under `retry` (by default one of the run's settings)."""
+    retry = retry or retrier_for(config.run.max_retries, config.run.concurrency)
     async with contextlib.AsyncExitStack() as stack:
-        source = await stack.enter_async_context(S3.open(config.source.endpoint))
+        source = await stack.enter_async_context(S3.open(config.source.endpoint, retry=retry))
         dest = source
         if config.destination.endpoint is not config.source.endpoint:
-            dest = await stack.enter_async_context(S3.open(config.destination.endpoint))
+            dest = await stack.enter_async_context(S3.open(config.destination.endpoint, retry=retry))
         kms = None
         if needs_kms(config):
             endpoint = config.kms or Endpoint(region=config.source.endpoint.region)
-            kms = await stack.enter_async_context(Kms.open(endpoint))
+            kms = await stack.enter_async_context(Kms.open(endpoint, retry=retry))
         yield source, dest, kms
 
 
@@ -136,8 +137,7 @@ def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = Fa
                            settings=config.settings())
 
 
-def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
-             retrier: Retrier | None, kms: Kms | None = None) -> Job:
+def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, kms: Kms | None = None) -> Job:
     run = config.run
     return Job(
         source=source, dest=dest, src=config.source.location, dst=config.destination.location,
@@ -150,7 +150,7 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None,
         verify_auto=run.verify.value == "auto",
         memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
         write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-        journal=acp, retry=retrier, caps=acp, cse=cse_settings(config, kms), copy_first=run.copy_first,
+        journal=acp, caps=acp, cse=cse_settings(config, kms), copy_first=run.copy_first,
     )
 
 
@@ -167,7 +167,7 @@ async def _probe_target_applied(config: Config, job: Job, acp: AsyncCheckpoint) 
     target = config.target
     name = f"target_applied:{target.mode.value}:{target.encryption.kms_key_id or ''}"
     if acp.get(name) is not True:
-        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption, retry=job.retry)
+        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         if why is not None:
             raise UnsafeTargetError(
                 f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
@@ -195,8 +195,7 @@ async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
         why = await probe_update_encryption(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         await acp.learn(CAP_UPDATE_ENCRYPTION, why is None)
     if target.mode == Mode.SSE_C and acp.get("upload_part_copy_into_sse_c") is None:
-        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption,
-                                              retry=job.retry)
+        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         await acp.learn("upload_part_copy_into_sse_c", ok)
 
 
@@ -453,8 +452,8 @@ async def worker_context(config: Config, hooks: PartJournal, caps: Capabilities,
     that the executor package never imports the pipeline."""
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
     retrier = Retrier(throttle, max_retries=config.run.max_retries)
-    async with open_clients(config) as (source, dest, kms):
-        job = replace(make_job(config, source, dest, None, retrier, kms), journal=hooks, caps=caps)
+    async with open_clients(config, retrier) as (source, dest, kms):
+        job = replace(make_job(config, source, dest, None, kms), journal=hooks, caps=caps)
         yield WorkerContext(ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent),
                             throttle)
 
@@ -487,8 +486,8 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
     try:
         if completion is not None:
             completion.open()
-        async with open_clients(config) as (source, dest, kms):
-            job = make_job(config, source, dest, acp, retrier, kms)
+        async with open_clients(config, retrier) as (source, dest, kms):
+            job = make_job(config, source, dest, acp, kms)
             executor = make_executor(config, job, throttle, confirm_delete_noncurrent=confirm_delete_noncurrent)
             try:
                 await check_buckets(job)

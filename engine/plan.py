@@ -46,7 +46,7 @@ async def plan_run(config: Config) -> PlanSummary:
     check_transport(config)
     summary = PlanSummary()
     async with open_clients(config) as (source, dest, kms):
-        job = make_job(config, source, dest, None, None, kms)
+        job = make_job(config, source, dest, None, kms)
         await check_bucket(source, job.src.bucket, "source")
 
         async def one(ref: ObjectRef) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config, Target
+from engine.retry import retrier_for
 from workers import sse
 from workers.errors import ConfigError, FatalError, ObjectChangedError, RekeyError
 from workers.model import Encryption, Mode
@@ -308,7 +309,7 @@ async def _kms_arn(config: Config) -> str | None:
     if config.kms is None or not key_id or key_id.startswith("arn:"):
         return None
     try:
-        async with Kms.open(config.kms) as kms:
+        async with Kms.open(config.kms, retry=retrier_for()) as kms:
             return await kms.key_arn(key_id)
     except RekeyError:
         return None
@@ -326,7 +327,7 @@ async def plan_for(config: Config) -> PolicyPlan:
 async def apply_plan(config: Config, plan: PolicyPlan, save_path: Path) -> list[Check]:
     dst = config.destination
     bucket = plan.bucket
-    async with S3.open(dst.endpoint) as s3:
+    async with S3.open(dst.endpoint, retry=retrier_for()) as s3:
         previous = await read_policy(s3, bucket)
         previous_enc = await read_encryption(s3, bucket)
         old_statements = _statements(previous)
@@ -375,7 +376,7 @@ async def restore(config: Config, saved: Mapping[str, Any]) -> list[str]:
     """Put back the saved policy and default encryption (or delete them when there were none)."""
     bucket = config.destination.location.bucket
     done: list[str] = []
-    async with S3.open(config.destination.endpoint) as s3:
+    async with S3.open(config.destination.endpoint, retry=retrier_for()) as s3:
         if saved.get("policy") is None:
             await _absent_ok(s3.delete_bucket_policy(bucket))
             done.append("bucket policy deleted (there was none before)")

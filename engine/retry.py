@@ -1,7 +1,9 @@
 """The engine's retry policy and throttle control: capped jittered backoff, AIMD concurrency, rate cap.
 
-botocore retries each request a few times itself; this layer retries a request (a part, a HEAD,
-a copy) only for errors classified retryable, and slows the whole run down when the server throttles.
+The one owner of retries: botocore makes one attempt, and the S3 boundary (`workers.s3.S3`) sends each
+request again through `Retrier` for errors classified retryable, at most `max_retries` times (so no
+request is tried more than `max_retries + 1` times), honouring a server's Retry-After; every throttle
+narrows the window of objects in flight, and a throttle that outlasts a couple of tries pauses the run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import TypeVar
 import anyio
 
 from workers.errors import EndpointError, RetryableError
-from workers.s3 import sdk_retry_listener
 
 T = TypeVar("T")
 DECREASE_INTERVAL = 0.5  # seconds between two multiplicative decreases of the window
@@ -99,7 +100,9 @@ PAUSE_AFTER_TRIES = 2
 
 
 class Retrier:
-    """Retry one request on `RetryableError` (and a lost endpoint) with capped, jittered backoff."""
+    """Retry one request on `RetryableError` (and a lost endpoint) with capped, jittered backoff.
+
+    Implements `workers.s3.RetryPolicy`."""
 
     def __init__(self, throttle: Throttle, *, max_retries: int = 6, base: float = 0.2, cap: float = 20.0,
                  endpoint_wait: float = 60.0) -> None:
@@ -108,33 +111,28 @@ class Retrier:
         self.base = base
         self.cap = cap
         self.endpoint_wait = endpoint_wait
+        self._answered = False   # some request succeeded: an endpoint lost after that is waited for
         self._rng = random.Random()
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = self._rng.uniform(0, min(self.cap, self.base * (2 ** attempt)))
         return max(delay, retry_after or 0.0)
 
-    def _sdk_retry(self, error: RetryableError) -> None:
-        """botocore is about to retry an attempt itself (after its own backoff): count it, and narrow
-        the window on a throttle. No global pause: one throttled attempt among many is not an outage."""
-        self.throttle.retries += 1
-        if error.throttled:
-            self.throttle.on_throttle(None)
-
-    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]], *, refused_only: bool = False) -> T:
+        """`fn` (one attempt of one request), again after a retryable error, at most `max_retries` more
+        times; with `refused_only`, again only when the server certainly did not act on it (a throttle)."""
         attempt = 0
         lost_since: float | None = None
         while True:
             await self.throttle.gate()
-            token = sdk_retry_listener.set(self._sdk_retry)
             try:
                 result = await fn()
             except RetryableError as exc:
                 if exc.throttled:
                     # Narrow the window on every throttle; pause everyone only for one that outlasted
-                    # a couple of tries (requests sent without botocore's own retries reach here first).
+                    # a couple of tries: one throttled request among many is not an outage.
                     self.throttle.on_throttle(exc.retry_after if attempt >= PAUSE_AFTER_TRIES else None)
-                if attempt >= self.max_retries:
+                if attempt >= self.max_retries or (refused_only and not exc.throttled):
                     raise
                 self.throttle.retries += 1
                 await anyio.sleep(self.backoff(attempt, exc.retry_after))
@@ -142,7 +140,10 @@ class Retrier:
                 continue
             except EndpointError:
                 # The server went away (restart, network): wait for it a while instead of failing
-                # every object; past endpoint_wait the run stops cleanly.
+                # every object; past endpoint_wait the run stops cleanly. One never reached is not waited
+                # for: a wrong endpoint_url fails at once.
+                if not self._answered:
+                    raise
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if now - lost_since > self.endpoint_wait:
@@ -151,7 +152,11 @@ class Retrier:
                 await anyio.sleep(min(2.0, self.backoff(attempt, None) + 0.5))
                 attempt = min(attempt + 1, 6)
                 continue
-            finally:
-                sdk_retry_listener.reset(token)
+            self._answered = True
             self.throttle.on_success()
             return result
+
+
+def retrier_for(max_retries: int = 6, concurrency: int = 64) -> Retrier:
+    """A retrier with its own throttle, for commands without a run's pipeline (audit, policy, bench)."""
+    return Retrier(Throttle(concurrency), max_retries=max_retries)

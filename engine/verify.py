@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +82,6 @@ def plain_md5(etag: str) -> str | None:
     return value if _PLAIN_MD5.match(value) else None
 
 
-def _ranged(job: Job, key: str, start: int, end: int, read_enc: Encryption | None) -> Callable[[], Awaitable[bytes]]:
-    return lambda: job.dest.get_range(job.dst.bucket, key, start, end, read_enc=read_enc)
-
-
 def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:
     for h in hashes:
         h.update(chunk)
@@ -99,7 +95,7 @@ async def read_digests(job: Job, key: str, size: int, mac: PlaintextDigest | Non
     done = 0
     while done < size:
         end = min(size, done + job.part_size) - 1
-        chunk = await job.retried(f"read back {key}", _ranged(job, key, done, end, read_enc))
+        chunk = await job.dest.get_range(job.dst.bucket, key, done, end, read_enc=read_enc)
         await anyio.to_thread.run_sync(_update, hashes, chunk)
         done += len(chunk)
     return sha.hexdigest(), md5.hexdigest(), done
@@ -109,8 +105,7 @@ async def check_object(job: Job, row: ObjectRow, *, deep: bool) -> Finding:
     dest_key = job.dest_key(row.key)
     read_enc = job.target if job.target.mode == Mode.SSE_C else None
     try:
-        head = await job.retried(f"verify {dest_key}", lambda: job.dest.head(job.dst.bucket, dest_key,
-                                                                              read_enc=read_enc))
+        head = await job.dest.head(job.dst.bucket, dest_key, read_enc=read_enc)
     except FatalError:
         raise
     except RekeyError as exc:
@@ -160,7 +155,7 @@ async def source_digest(job: Job, row: ObjectRow) -> PlaintextDigest | None:
     key: unwrapped again from the source object when it still exists (bucket to bucket), else unknown."""
     if job.in_place or job.cse is None or job.cse.source is None:
         return None
-    head = await job.retried(f"verify {row.key}", lambda: job.source.head(job.src.bucket, row.key))
+    head = await job.source.head(job.src.bucket, row.key)
     env = await load_envelope(job, row.ref(), head, look_for_file=True)
     if env is None:
         return None
@@ -179,12 +174,11 @@ async def attributes_differ(job: Job, row: ObjectRow, head: ObjectHead) -> str |
     try:
         src_enc = Encryption(Mode.SSE_C, sse_c_key=job.source_sse_c_key) if job.source_sse_c_key else None
         try:
-            source = await job.retried(f"verify {row.key}", lambda: job.source.head(job.src.bucket, row.key,
-                                                                                     read_enc=src_enc))
+            source = await job.source.head(job.src.bucket, row.key, read_enc=src_enc)
         except KeyRequiredError:
-            source = await job.retried(f"verify {row.key}", lambda: job.source.head(job.src.bucket, row.key))
-        src_tags = await job.retried(f"tags {row.key}", lambda: job.source.get_tags(job.src.bucket, row.key))
-        dst_tags = await job.retried(f"tags {head.key}", lambda: job.dest.get_tags(job.dst.bucket, head.key))
+            source = await job.source.head(job.src.bucket, row.key)
+        src_tags = await job.source.get_tags(job.src.bucket, row.key)
+        dst_tags = await job.dest.get_tags(job.dst.bucket, head.key)
     except FatalError:
         raise
     except RekeyError as exc:
@@ -229,8 +223,8 @@ async def verify_run(config: Config, rows: list[ObjectRow], *, deep: bool,
     check_transport(config)  # --deep reads SSE-C objects with their key
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
     findings: list[Finding] = []
-    async with open_clients(config) as (source, dest, kms):
-        job = make_job(config, source, dest, None, Retrier(throttle, max_retries=config.run.max_retries), kms)
+    async with open_clients(config, Retrier(throttle, max_retries=config.run.max_retries)) as (source, dest, kms):
+        job = make_job(config, source, dest, None, kms)
         send, recv = anyio.create_memory_object_stream[ObjectRow](config.run.concurrency)
 
         async def feed() -> None:

@@ -44,7 +44,7 @@ def keeps_tags(job: Job, route: str) -> bool:
 
 
 async def put_tags(job: Job, key: str, tags: Tags) -> None:
-    await job.retried(f"put tags {key}", lambda: job.dest.put_tags(job.dst.bucket, key, tags))
+    await job.dest.put_tags(job.dst.bucket, key, tags)
 
 
 async def mismatch(job: Job, key: str, written: ObjectHead, carried: Carried) -> str | None:
@@ -70,14 +70,14 @@ def metadata_mismatch(source: ObjectHead, written: ObjectHead) -> str | None:
 async def check_tags(job: Job, key: str, tags: Tags, *, route: str) -> str | None:
     """Compare the written object's tags with the source's; put back tags the server dropped (and
     remember that this route drops them). Returns why they still differ, or None."""
-    got = await job.retried(f"verify tags {key}", lambda: job.dest.get_tags(job.dst.bucket, key))
+    got = await job.dest.get_tags(job.dst.bucket, key)
     if got == dict(tags):
         return None
     if tags:
         log.info("%s: the %s write did not keep the object's tags; writing them back", key, route)
         await learned.learn(job, CAP_KEEPS_TAGS.format(route=route), False)
         await put_tags(job, key, tags)
-        got = await job.retried(f"verify tags {key}", lambda: job.dest.get_tags(job.dst.bucket, key))
+        got = await job.dest.get_tags(job.dst.bucket, key)
         if got == dict(tags):
             return None
     return f"tags are {sorted(got)}, source had {sorted(tags)}"
@@ -104,7 +104,7 @@ async def copy_first_tags(job: Job, key: str, dest_key: str, written: ObjectHead
     if not tags and not written.tag_count:
         job.calibration[_COPY_FIRST_STARTED] -= 1   # no evidence either way: a later object checks
         return None
-    got = await job.retried(f"verify tags {dest_key}", lambda: job.dest.get_tags(job.dst.bucket, dest_key))
+    got = await job.dest.get_tags(job.dst.bucket, dest_key)
     if got != tags:
         await learned.learn(job, name, False)
         return f"kept tags {sorted(got)}, source had {sorted(tags)}"

@@ -87,12 +87,11 @@ async def load_envelope(job: Job, ref: ObjectRef, head: ObjectHead, *, look_for_
 async def read_instruction_file(job: Job, key: str) -> bytes:
     """The body of `key` (an instruction file) when it is at most INSTRUCTION_FILE_MAX bytes; HEAD first,
     then a GET pinned to that ETag, so a file swapped in between is not read either."""
-    head = await job.retried(f"instruction {key}", lambda: job.source.head(job.src.bucket, key))
+    head = await job.source.head(job.src.bucket, key)
     if head.size > INSTRUCTION_FILE_MAX:
         raise CorruptObjectError(f"instruction file is {head.size} bytes, over the {INSTRUCTION_FILE_MAX}-byte "
                                  "limit of an envelope: not read", bucket=job.src.bucket, key=key, op="get_object")
-    return (await job.retried(f"instruction {key}", lambda: job.source.get(job.src.bucket, key,
-                                                                            if_match=head.etag))).data
+    return (await job.source.get(job.src.bucket, key, if_match=head.etag)).data
 
 
 async def already_under_target(settings: CseSettings, env: Envelope) -> bool:
@@ -335,7 +334,7 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transfor
             md5 = await content_md5(data)
             req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
                              attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
-            written = await job.retried(f"put {dest_key}", lambda: job.dest.put(req))
+            written = await job.dest.put(req)
         return CseResult(head.size + len(data), transform.sha256, written.etag)
     part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
     done = await run_ordered_upload(
@@ -360,7 +359,7 @@ async def put_instruction(job: Job, dest_key: str, instruction: dict[str, str]) 
     key = dest_key + INSTRUCTION_SUFFIX
     req = PutRequest(job.dst.bucket, key, body,
                      attributes=Attributes(metadata=instruction_object_metadata(), content_type="application/json"))
-    await job.retried(f"put {key}", lambda: job.dest.put(req))
+    await job.dest.put(req)
 
 
 async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, settings: CseSettings) -> CseResult:
@@ -378,7 +377,7 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
                           source=Source(job.src.bucket, ref.key, version_id=ref.version_id, if_match=head.etag),
                           metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
                           attributes=Attributes.of(head, metadata=meta))
-        new_etag = (await job.retried(f"rewrap {ref.key}", lambda: job.dest.copy(req))).etag
+        new_etag = (await job.dest.copy(req)).etag
     if instruction is None and env.from_instruction_file and job.in_place:
         await delete_instruction(job, ref.key)
     return CseResult(0, None, new_etag)
@@ -387,13 +386,13 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
 async def delete_instruction(job: Job, key: str) -> None:
     """Remove a source's instruction file once the object no longer needs it (after verification)."""
     name = key + INSTRUCTION_SUFFIX
-    await job.retried(f"delete {name}", lambda: job.dest.delete(job.dst.bucket, name))
+    await job.dest.delete(job.dst.bucket, name)
 
 
 async def dest_envelope(job: Job, dest_key: str, head: ObjectHead, *, look_for_file: bool) -> Envelope | None:
     """The client-side envelope of a written object (its metadata, or its instruction file)."""
     view = Job(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
-               target=job.target, retry=job.retry)
+               target=job.target)
     return await load_envelope(view, ObjectRef(dest_key, head.size, head.etag), head, look_for_file=look_for_file)
 
 
@@ -414,13 +413,12 @@ async def decrypted_sha256(job: Job, dest_key: str, head: ObjectHead, env: Envel
 
 
 async def read_dest_range(job: Job, dest_key: str, start: int, end: int) -> bytes:
-    return await job.retried(f"read back {dest_key}",
-                             lambda: job.dest.get_range(job.dst.bucket, dest_key, start, end))
+    return await job.dest.get_range(job.dst.bucket, dest_key, start, end)
 
 
 async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size: int) -> ObjectHead:
     """The written object parses as client-side, its size fits, and the target keyring opens its data key."""
-    head = await job.retried(f"verify {dest_key}", lambda: job.dest.head(job.dst.bucket, dest_key))
+    head = await job.dest.head(job.dst.bucket, dest_key)
     env = await dest_envelope(job, dest_key, head, look_for_file=settings.instruction_file)
     if env is None:
         raise VerifyError("written object carries no client-side envelope", bucket=job.dst.bucket, key=dest_key,

@@ -6,7 +6,8 @@
     │   ├── CredentialsError        missing or expired credentials, signature refused
     │   ├── AccessDeniedError       KMS access denied, bucket not accessible at all
     │   ├── BucketMissingError      the source or destination bucket does not exist
-    │   ├── EndpointError           endpoint unreachable after botocore's retries
+    │   ├── EndpointError           endpoint unreachable (after the retrier's wait for it)
+    │   ├── WrongRegionError        the bucket is in another region and its answer did not say which
     │   └── CheckpointError         checkpoint unusable: corrupt, or written under another config
     ├── ObjectError                 this object fails; it is recorded and the run goes on
     │   ├── ObjectChangedError      ETag changed or object deleted since planning (412 / 404)
@@ -25,8 +26,12 @@ Cancellation is never an error: anyio's cancellation exception is re-raised unto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import aiohttp
+import botocore.exceptions as bexc
 
 
 class RekeyError(Exception):
@@ -81,6 +86,10 @@ class EndpointError(FatalError):
 
 class CheckpointError(FatalError):
     pass
+
+
+class WrongRegionError(FatalError):
+    """A redirect to another region the boundary could not follow (the answer named no region)."""
 
 
 class ObjectError(RekeyError):
@@ -157,7 +166,6 @@ _KMS_DENIED_CODES = frozenset(
 )
 
 
-_CERTIFICATE_ERRORS = frozenset({"ClientConnectorCertificateError", "SSLCertVerificationError"})
 _KEYED_READS = frozenset({"head_object", "get_object"})
 
 
@@ -182,89 +190,103 @@ def _retry_after(headers: Mapping[str, Any]) -> float | None:
         return None
 
 
-class _AnsweredError(Exception):
-    """A parsed error response seen without an exception (one attempt botocore is about to retry)."""
-
-    def __init__(self, response: Mapping[str, Any]) -> None:
-        super().__init__("error response")
-        self.response = response
-
-
-def classify_attempt(response: Mapping[str, Any] | None, exc: BaseException | None, *, op: str) -> RekeyError | None:
-    """Classify one failed attempt inside botocore's retry loop: a parsed error response or a transport
-    exception. None when the attempt succeeded (no exception, status below 300)."""
-    if exc is not None:
-        return classify_s3_error(exc, op=op)
-    status = int(((response or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode", 0) or 0)
-    if response is None or (status < 300 and not response.get("Error")):
-        return None
-    return classify_s3_error(_AnsweredError(response), op=op)
-
-
 def classify_s3_error(
     exc: BaseException, *, op: str, bucket: str = "", key: str = "", sse_c: bool = False,
 ) -> RekeyError:
-    """Turn a botocore/aiohttp exception into rekey's taxonomy: code, then status, then type.
+    """Turn a botocore/aiohttp exception into rekey's taxonomy, once: an answer by its error code, then its
+    HTTP status; no answer by the exception's class.
 
-    `sse_c` says the request carried an SSE-C key, so a 403 means the key does not match.
+    `sse_c` says the request carried an SSE-C key, so a 400/403 means the key does not match.
     Message text is never matched. The result never contains request headers (no key material).
     """
     if isinstance(exc, RekeyError):
         return exc
     code, status, message, headers = _error_fields(exc)
-    where: dict[str, Any] = {"bucket": bucket, "key": key, "op": op, "code": code, "status": status}
-    detail = f"{code or status or type(exc).__name__}" + (f" ({message})" if message else "")
     if code or status:
-        if code in _CREDENTIAL_CODES:
-            return CredentialsError(f"credentials refused: {detail}", **where)
-        if code in _KMS_DENIED_CODES or code.startswith("KMS."):
-            return AccessDeniedError(f"KMS refused the key: {detail}", **where)
-        if code in _THROTTLE_CODES or status in (429, 503):
-            return RetryableError(f"throttled: {detail}", retry_after=_retry_after(headers),
-                                  throttled=True, **where)
-        if code in ("NoSuchBucket",):
-            return BucketMissingError("bucket does not exist", **where)
-        if code in ("NoSuchKey", "NotFound") or status == 404:
-            return ObjectGoneError("object no longer exists", **where)
-        if code == "PreconditionFailed" or status == 412:
-            return ObjectChangedError("object changed since it was planned (ETag mismatch)", **where)
-        if code in ("NotImplemented",) or status == 501:
-            return UnsupportedError(f"endpoint does not implement this: {detail}",
-                                    **{**where, "code": code or "501"})
-        if code in _RETRY_CODES or status >= 500:
-            return RetryableError(f"server error: {detail}", retry_after=_retry_after(headers), **where)
-        if sse_c and status in (400, 403) and (op in _KEYED_READS or code != "AccessDenied"):
-            # A write refused with AccessDenied is the credentials or a policy, not the key: the key was
-            # already proven by the HeadObject that came first (read-only credentials fail every write so).
-            return WrongKeyError(f"SSE-C key refused: {detail}", **where)
-        if status == 400 and op in ("head_object", "get_object") and not code.startswith("Invalid"):
-            return KeyRequiredError("object is SSE-C encrypted and no customer key was sent", **where)
-        if code == "AccessDenied" or status == 403:
-            return ObjectError(f"access denied: {detail}", **where)
-        return ObjectError(detail, **where)
+        return _classify_answer(code, status, message, headers, op=op, sse_c=sse_c,
+                                where={"bucket": bucket, "key": key, "op": op, "code": code, "status": status})
     return _classify_transport(exc, {"bucket": bucket, "key": key, "op": op})
 
 
+def _classify_answer(code: str, status: int, message: str, headers: Mapping[str, Any], *, op: str, sse_c: bool,
+                     where: dict[str, Any]) -> RekeyError:
+    detail = f"{code or status}" + (f" ({message})" if message else "")
+    if code in _CREDENTIAL_CODES:
+        return CredentialsError(f"credentials refused: {detail}", **where)
+    if code in _KMS_DENIED_CODES or code.startswith("KMS."):
+        return AccessDeniedError(f"KMS refused the key: {detail}", **where)
+    if code in _THROTTLE_CODES or status in (429, 503):
+        return RetryableError(f"throttled: {detail}", retry_after=_retry_after(headers), throttled=True, **where)
+    if code in _REGION_CODES or status in (301, 307):
+        region = headers.get("x-amz-bucket-region") or "another region"
+        return WrongRegionError(f"the bucket is in {region}, not the region configured: {detail}", **where)
+    by_code = _BY_CODE.get(code)
+    if by_code is not None:
+        return by_code(where)
+    if status == 404:
+        return ObjectGoneError("object no longer exists", **where)
+    if status == 412:
+        return ObjectChangedError("object changed since it was planned (ETag mismatch)", **where)
+    if status == 501:
+        return UnsupportedError(f"endpoint does not implement this: {detail}", **{**where, "code": code or "501"})
+    if code in _RETRY_CODES or status >= 500:
+        return RetryableError(f"server error: {detail}", retry_after=_retry_after(headers), **where)
+    if sse_c and status in (400, 403) and (op in _KEYED_READS or code != "AccessDenied"):
+        # A write refused with AccessDenied is the credentials or a policy, not the key: the key was
+        # already proven by the HeadObject that came first (read-only credentials fail every write so).
+        return WrongKeyError(f"SSE-C key refused: {detail}", **where)
+    if status == 400 and op in ("head_object", "get_object") and not code.startswith("Invalid"):
+        return KeyRequiredError("object is SSE-C encrypted and no customer key was sent", **where)
+    if code == "AccessDenied" or status == 403:
+        return ObjectError(f"access denied: {detail}", **where)
+    return ObjectError(detail, **where)
+
+
+_REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+                           "TemporaryRedirect"})
+_BY_CODE: dict[str, Callable[[dict[str, Any]], RekeyError]] = {
+    "NoSuchBucket": lambda w: BucketMissingError("bucket does not exist", **w),
+    "NoSuchKey": lambda w: ObjectGoneError("object no longer exists", **w),
+    "NotFound": lambda w: ObjectGoneError("object no longer exists", **w),
+    "PreconditionFailed": lambda w: ObjectChangedError("object changed since it was planned (ETag mismatch)", **w),
+    "NotImplemented": lambda w: UnsupportedError("endpoint does not implement this: NotImplemented", **w),
+}
+
+# No answer: what the transport raised, by class. botocore's own classes first (both transports send through
+# botocore's aiohttp session, which maps aiohttp's errors onto them); aiohttp's and the OS's for what is read
+# after (a GetObject body).
+_UNREACHABLE = (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ProxyConnectionError,
+                aiohttp.ClientConnectorError)
+_CERTIFICATE_CLASSES = (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)
+_NO_CREDENTIALS = (bexc.NoCredentialsError, bexc.PartialCredentialsError)
+_CONNECTION_LOST = (bexc.ReadTimeoutError, bexc.ConnectionClosedError, bexc.ResponseStreamingError,
+                    bexc.IncompleteReadError, bexc.HTTPClientError, aiohttp.ClientError, ConnectionError,
+                    TimeoutError, OSError)
+
+
 def _classify_transport(exc: BaseException, where: dict[str, Any]) -> RekeyError:
-    """Transport-level failures (no answer from the server): botocore already retried them."""
     name = type(exc).__name__
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"):
-        return EndpointError(f"endpoint unreachable: {name}", **where)
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return CredentialsError("no AWS credentials found (environment, profile or config)", **where)
-    if name in _CERTIFICATE_ERRORS or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+    cause = getattr(exc, "kwargs", {}).get("error")
+    if isinstance(exc, bexc.EndpointConnectionError) and isinstance(cause, aiohttp.ClientConnectionError) \
+            and not isinstance(cause, aiohttp.ClientConnectorError):
+        # aiobotocore maps every aiohttp connection error onto EndpointConnectionError, a connection the
+        # server reset mid-request included: that one was reached, and is retried like any lost answer.
+        return RetryableError(f"connection failed: {type(cause).__name__}", **where)
+    if isinstance(exc, _CERTIFICATE_CLASSES) or isinstance(cause, _CERTIFICATE_CLASSES) \
+            or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         # Not retried: an untrusted certificate stays untrusted. Names the setting that fixes it.
         return EndpointError("the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED); set "
                              "ca_bundle ([source], [destination] or [kms]; audit and bench: --ca-bundle) to the PEM "
                              "of the CA that signed it", **where)
-    if name in ("SSLError",):
+    if isinstance(exc, bexc.SSLError):
         return EndpointError(f"TLS failure: {exc}", **where)
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name in (
-        "ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError",
-        "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "HTTPClientError",
-    ):
-        return RetryableError(f"connection failed: {name}", **where)
-    if name == "ParamValidationError":
+    if isinstance(exc, _UNREACHABLE):
+        return EndpointError(f"endpoint unreachable: {name}", **where)
+    if isinstance(exc, _NO_CREDENTIALS):
+        return CredentialsError("no AWS credentials found (environment, profile or config)", **where)
+    if isinstance(exc, bexc.ParamValidationError):
         # botocore echoes parameter values, which may include key material: keep only the name.
         return ObjectError("request rejected by botocore's parameter validation", **where)
+    if isinstance(exc, _CONNECTION_LOST):
+        return RetryableError(f"connection failed: {name}", **where)
     return ObjectError(f"{name}: {exc}", **where)

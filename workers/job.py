@@ -1,21 +1,20 @@
 """What a worker is given to process objects: clients, target, limits, and the engine's hooks.
 
-The hooks (`PartJournal`, `Retrier`, `Capabilities`) are protocols implemented by the engine, so a
-worker can checkpoint parts and retry without importing the engine.
+The hooks (`PartJournal`, `Capabilities`) are protocols implemented by the engine, so a worker can
+checkpoint parts without importing the engine. Retries are not a worker's business: the S3 boundary
+sends each request again under the engine's policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from workers.cse import CseFormat, Keyring
 from workers.memory import MemoryBudget
 from workers.model import Encryption, Location, ObjectRef, PartResult, SecretKey
 from workers.s3 import S3
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +42,6 @@ class PartJournal(Protocol):
     async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None: ...
 
     async def resume_point(self, ref: ObjectRef) -> UploadResume | None: ...
-
-
-class Retrier(Protocol):
-    """The engine's retry policy for one part or request: retryable errors only, with backoff."""
-
-    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T: ...
 
 
 class Capabilities(Protocol):
@@ -97,7 +90,6 @@ class Job:
     memory: MemoryBudget | None = None   # bytes of part buffers read and not yet written
     write_memory: MemoryBudget | None = None  # bytes of transformed parts waiting for or in an upload
     journal: PartJournal | None = None
-    retry: Retrier | None = None
     caps: Capabilities | None = None
     cse: CseSettings | None = None
     copy_first: bool = False         # bucket to bucket: copy objects the destination lacks before reading them
@@ -109,8 +101,3 @@ class Job:
             return key
         rest = key[len(self.src.prefix):] if key.startswith(self.src.prefix) else key
         return self.dst.prefix + rest
-
-    async def retried(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        if self.retry is None:
-            return await fn()
-        return await self.retry(what, fn)

@@ -156,6 +156,7 @@ class LeanClient:
             connector=aiohttp.TCPConnector(limit=max_connections, ssl=ssl_ctx),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout),
             auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self._session._retry_connection = False  # no silent resend: the boundary owns retries
 
     async def close(self) -> None:
         await self._session.close()

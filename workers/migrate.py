@@ -92,8 +92,8 @@ async def head_source(job: Job, ref: ObjectRef) -> ObjectHead:
     """HeadObject on the source; an SSE-C object is asked again with the configured source key, and in
     place with an SSE-C target also with the target key (an earlier write put it under that key)."""
     try:
-        return await job.retried(f"head {ref.key}", lambda: job.source.head(
-            job.src.bucket, ref.key, version_id=ref.version_id))
+        return await job.source.head(
+            job.src.bucket, ref.key, version_id=ref.version_id)
     except KeyRequiredError:
         pass
     source = Encryption(Mode.SSE_C, sse_c_key=job.source_sse_c_key) if job.source_sse_c_key is not None else None
@@ -113,16 +113,16 @@ async def head_source(job: Job, ref: ObjectRef) -> ObjectHead:
 
 
 async def _head_with(job: Job, ref: ObjectRef, enc: Encryption) -> ObjectHead:
-    return await job.retried(f"head {ref.key}", lambda: job.source.head(
-        job.src.bucket, ref.key, read_enc=enc, version_id=ref.version_id))
+    return await job.source.head(
+        job.src.bucket, ref.key, read_enc=enc, version_id=ref.version_id)
 
 
 async def head_dest(job: Job, ref: ObjectRef) -> ObjectHead | None:
     """HeadObject on the destination key (bucket-to-bucket only); None when it does not exist."""
     read = job.target if job.target.mode == Mode.SSE_C else None
     try:
-        return await job.retried(f"head destination {ref.key}", lambda: job.dest.head(
-            job.dst.bucket, job.dest_key(ref.key), read_enc=read))
+        return await job.dest.head(
+            job.dst.bucket, job.dest_key(ref.key), read_enc=read)
     except (ObjectChangedError, KeyRequiredError, WrongKeyError):
         return None
 
@@ -130,7 +130,7 @@ async def head_dest(job: Job, ref: ObjectRef) -> ObjectHead | None:
 async def check_written(job: Job, key: str, size: int) -> tuple[ObjectHead, str | None]:
     """HeadObject on the result; returns it with the reason it is not what was asked, or None."""
     read = job.target if job.target.mode == Mode.SSE_C else None
-    head = await job.retried(f"verify {key}", lambda: job.dest.head(job.dst.bucket, key, read_enc=read))
+    head = await job.dest.head(job.dst.bucket, key, read_enc=read)
     why = sse.mismatch(head.encryption, job.target)
     if why is None and head.size != size:
         why = f"size is {head.size}, source had {size}"
@@ -194,7 +194,7 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
                       storage_class=ref.storage_class)
     job.copy_first_tally[0] += 1
     try:
-        await job.retried(f"copy {ref.key}", lambda: job.dest.copy(req))
+        await job.dest.copy(req)
     except FatalError:
         raise
     except RekeyError as exc:
@@ -207,7 +207,7 @@ async def copy_first(job: Job, ref: ObjectRef) -> Outcome | None:
         # Client-side encrypted: the ordinary path decides (decrypt it, or refuse to copy it as it is).
         # The copy is ours, at a key the listing showed empty: take it back.
         job.copy_first_tally[1] += 1
-        await job.retried(f"delete {dest_key}", lambda: job.dest.delete(job.dst.bucket, dest_key))
+        await job.dest.delete(job.dst.bucket, dest_key)
         return None
     if why is not None:
         log.info("%s: a copy before reading the source came out %s; reading sources first from now on",
@@ -229,8 +229,8 @@ async def looks_like_instruction_file(job: Job, ref: ObjectRef, head: ObjectHead
     if not ref.key.endswith(INSTRUCTION_SUFFIX) or head.size > INSTRUCTION_MAX or \
             head.encryption.mode == Mode.SSE_C:
         return False
-    body = (await job.retried(f"get {ref.key}", lambda: job.source.get(job.src.bucket, ref.key,
-                                                                       version_id=ref.version_id))).data
+    body = (await job.source.get(job.src.bucket, ref.key,
+                                                                       version_id=ref.version_id)).data
     try:
         keys = load_instruction_file(body)
     except RekeyError:

@@ -214,8 +214,8 @@ async def run_ordered_upload(
                 try:
                     md5 = base64.b64encode(await anyio.to_thread.run_sync(lambda: hashlib.md5(data).digest())
                                            ).decode("ascii")
-                    results[number] = await job.retried(f"part {number} of {key}", lambda: job.dest.upload_part(
-                        bucket, key, upload_id, number, data, content_md5=md5, encryption=part_encryption))
+                    results[number] = await job.dest.upload_part(
+                        bucket, key, upload_id, number, data, content_md5=md5, encryption=part_encryption)
                 finally:
                     if job.write_memory is not None:
                         await job.write_memory.release(len(data))

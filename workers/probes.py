@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from workers import sse
 from workers.errors import (
@@ -19,12 +17,10 @@ from workers.errors import (
     RetryableError,
     UnsupportedError,
 )
-from workers.job import Retrier
 from workers.model import Encryption, Mode
 from workers.s3 import S3, CreateUpload, PutRequest, Source
 
 PROBE_MARKER = ".rekey-probe-"
-T = TypeVar("T")
 
 
 class UnsafeTargetError(FatalError):
@@ -75,13 +71,7 @@ def probe_key(prefix: str) -> str:
     return f"{prefix}{PROBE_MARKER}{uuid.uuid4().hex}"
 
 
-async def _retried(retry: Retrier | None, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-    """Probes go through the engine's retry policy: a throttled probe is retried, never taken as an answer."""
-    return await retry(what, fn) if retry is not None else await fn()
-
-
-async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
-                       retry: Retrier | None = None) -> str | None:
+async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption) -> str | None:
     """PUT a scratch object with the target encryption, HEAD it, delete it.
 
     Returns None when the server applied the encryption, or the reason it did not. An access
@@ -91,10 +81,9 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
     key = probe_key(prefix)
     read = target if target.mode == Mode.SSE_C else None
     try:
-        put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe",
-                                                                          encryption=target)))
+        put = await s3.put(PutRequest(bucket, key, b"rekey probe", encryption=target))
     except (FatalError, RetryableError) as exc:
-        if target.mode in _KMS_MODES and await _plain_put_works(s3, bucket, prefix, retry):
+        if target.mode in _KMS_MODES and await _plain_put_works(s3, bucket, prefix):
             # Only the KMS key differs from a write the server takes with the same credentials: name the key,
             # not the server or the credentials (RGW answers an unknown key id with InvalidAccessKeyId).
             answer = exc.message.removeprefix("credentials refused: ")
@@ -108,43 +97,41 @@ async def probe_target(s3: S3, bucket: str, prefix: str, target: Encryption, *,
         raise TargetRefusedError(f"the endpoint refuses {target.mode.value} writes: {exc.message}",
                                  bucket=bucket, op="probe put") from None
     try:
-        head = await _retried(retry, "probe head", lambda: s3.head(bucket, key, read_enc=read))
+        head = await s3.head(bucket, key, read_enc=read)
         return sse.mismatch(head.encryption, target)
     finally:
-        await delete_scratch(s3, bucket, key, put.version_id, retry)
+        await delete_scratch(s3, bucket, key, put.version_id)
 
 
-async def delete_scratch(s3: S3, bucket: str, key: str, version_id: str | None, retry: Retrier | None = None) -> None:
+async def delete_scratch(s3: S3, bucket: str, key: str, version_id: str | None) -> None:
     """Delete a scratch object. In a versioned bucket the version written is deleted by its id: a plain
     DELETE would leave it and add a delete marker."""
     version = version_id if version_id and version_id != "null" else None
     try:
-        await _retried(retry, "probe delete", lambda: s3.delete(bucket, key, version_id=version))
+        await s3.delete(bucket, key, version_id=version)
     except RekeyError:
         pass
 
 
-async def _plain_put_works(s3: S3, bucket: str, prefix: str, retry: Retrier | None) -> bool:
+async def _plain_put_works(s3: S3, bucket: str, prefix: str) -> bool:
     """Does the server take a scratch PUT without encryption headers? (Tells a KMS key problem apart.)"""
     key = probe_key(prefix)
     try:
-        put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe")))
+        put = await s3.put(PutRequest(bucket, key, b"rekey probe"))
     except RekeyError:
         return False
-    await delete_scratch(s3, bucket, key, put.version_id, retry)
+    await delete_scratch(s3, bucket, key, put.version_id)
     return True
 
 
-async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption, *,
-                                     retry: Retrier | None = None) -> bool:
+async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool:
     """Does UploadPartCopy into an SSE-C destination give a readable object? (SeaweedFS: no.)"""
     src_key, dst_key = probe_key(prefix), probe_key(prefix)
     size = 5 * 1024 * 1024 + 64
     data = os.urandom(size)
     versions: dict[str, str | None] = {}
     try:
-        versions[src_key] = (await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, src_key, data)))
-                             ).version_id
+        versions[src_key] = (await s3.put(PutRequest(bucket, src_key, data))).version_id
         upload_id = await s3.create_upload(CreateUpload(bucket, dst_key, encryption=target))
         try:
             parts = []

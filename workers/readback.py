@@ -78,8 +78,7 @@ async def _read_hash(job: Job, *, source: bool, key: str, size: int, read_enc: E
     if size <= WHOLE_MAX:
         # One plain GET, as a reader would do: SeaweedFS serves every range of an SSE-C object made by
         # UploadPartCopy and fails the whole GET (500).
-        fetched = await job.retried(f"read back {key}", lambda: s3.get(bucket, key, read_enc=read_enc,
-                                                                         version_id=version_id, if_match=etag))
+        fetched = await s3.get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=etag)
         if len(fetched.data) != size:
             raise CorruptObjectError(f"read back {len(fetched.data)} bytes, expected {size}", bucket=bucket,
                                      key=key, op="read back")
@@ -88,11 +87,7 @@ async def _read_hash(job: Job, *, source: bool, key: str, size: int, read_enc: E
     start = 0
     while start < size:
         end = min(size, start + _CHUNK) - 1
-
-        async def get(s: int = start, e: int = end) -> bytes:
-            return await s3.get_range(bucket, key, s, e, read_enc=read_enc, if_match=etag, version_id=version_id)
-
-        data = await job.retried(f"read back {key} bytes {start}-{end}", get)
+        data = await s3.get_range(bucket, key, start, end, read_enc=read_enc, if_match=etag, version_id=version_id)
         await _digest(chunks, data, hasher)
         start = end + 1
     return hasher.hexdigest(), (b"".join(chunks) if chunks is not None else None)

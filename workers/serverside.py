@@ -34,13 +34,12 @@ async def copy_object(job: Job, ref: ObjectRef, head: ObjectHead) -> Written:
     req = CopyRequest(bucket=job.dst.bucket, key=job.dest_key(ref.key), source=copy_source(job, head, ref),
                       encryption=job.target, metadata_directive=Directive.REPLACE,
                       tagging_directive=Directive.COPY, attributes=Attributes.of(head))
-    return await job.retried(f"copy {ref.key}", lambda: job.dest.copy(req))
+    return await job.dest.copy(req)
 
 
 async def source_tags(job: Job, ref: ObjectRef) -> dict[str, str]:
     """The source's tags, for CreateMultipartUpload / PutObject (a copy carries them server-side)."""
-    return await job.retried(f"tags {ref.key}",
-                             lambda: job.source.get_tags(job.src.bucket, ref.key, ref.version_id))
+    return await job.source.get_tags(job.src.bucket, ref.key, ref.version_id)
 
 
 def dest_key_enc(job: Job) -> Encryption | None:
@@ -88,8 +87,8 @@ async def multipart_copy(job: Job, ref: ObjectRef, head: ObjectHead, *,
 
     async def upload_part(upload_id: str, span: PartSpan) -> PartResult:
         try:
-            return await job.retried(f"part {span.number} of {ref.key}", lambda: job.dest.upload_part_copy(
-                job.dst.bucket, dest_key, upload_id, span.number, src, span.start, span.end, encryption=dest_enc))
+            return await job.dest.upload_part_copy(
+                job.dst.bucket, dest_key, upload_id, span.number, src, span.start, span.end, encryption=dest_enc)
         except (WrongKeyError, ObjectGoneError) as exc:
             raise await _refused(job, ref, head, exc, sse_c) from None
 

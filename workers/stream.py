@@ -66,10 +66,8 @@ async def read_range(job: Job, ref: ObjectRef, head: ObjectHead, start: int, end
     if held is not None:   # the source's bytes, read before a write that damaged the object (in place)
         return held[start:end + 1]
     enc = source_read_enc(job, head)
-    return await job.retried(
-        f"get {ref.key} bytes {start}-{end}",
-        lambda: job.source.get_range(job.src.bucket, ref.key, start, end, read_enc=enc, if_match=head.etag,
-                                     version_id=ref.version_id))
+    return await job.source.get_range(job.src.bucket, ref.key, start, end, read_enc=enc, if_match=head.etag,
+                                     version_id=ref.version_id)
 
 
 async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mapping[str, str] | None = None,
@@ -99,8 +97,8 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mappi
 async def _unchanged(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
     """Is the object still the one that was read (same ETag on a fresh HEAD)?"""
     try:
-        again = await job.retried(f"head {ref.key}", lambda: job.source.head(
-            job.src.bucket, ref.key, read_enc=source_read_enc(job, head), version_id=ref.version_id))
+        again = await job.source.head(
+            job.src.bucket, ref.key, read_enc=source_read_enc(job, head), version_id=ref.version_id)
     except RekeyError:
         return False
     return again.etag == head.etag
@@ -116,7 +114,7 @@ async def _stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, tags: Mapping
             body = await read_range(job, ref, head, 0, head.size - 1, held) if head.size else b""
             req = PutRequest(job.dst.bucket, dest_key, body, content_md5=await content_md5(body),
                              encryption=job.target, attributes=attributes, tags=tags, if_match=guard)
-            written = await job.retried(f"put {dest_key}", lambda: job.dest.put(req))
+            written = await job.dest.put(req)
         return StreamResult(written, 0, 2 * head.size)
 
     part_size = adjust_part_size(head.size, job.part_size)
@@ -128,8 +126,8 @@ async def _stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, tags: Mapping
         async with reserved(job, span.size):
             data = await read_range(job, ref, head, span.start, span.end, held)
             md5 = await content_md5(data)
-            part = await job.retried(f"part {span.number} of {dest_key}", lambda: job.dest.upload_part(
-                job.dst.bucket, dest_key, upload_id, span.number, data, content_md5=md5, encryption=dest_enc))
+            part = await job.dest.upload_part(
+                job.dst.bucket, dest_key, upload_id, span.number, data, content_md5=md5, encryption=dest_enc)
         moved += 2 * span.size
         return part
 

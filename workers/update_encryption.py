@@ -72,8 +72,8 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
         return False
     version_id = ref.version_id or head.version_id
     try:
-        etag = await job.retried(f"update encryption {ref.key}", lambda: _send(
-            job.source, job.src.bucket, ref.key, job.target, version_id))
+        etag = await _send(
+            job.source, job.src.bucket, ref.key, job.target, version_id)
     except UnsupportedError:
         log.info("learned about this endpoint: %s = False (it answered NotImplemented)", CAP_UPDATE_ENCRYPTION)
         await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)

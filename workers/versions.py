@@ -35,7 +35,7 @@ from workers.job import Job
 from workers.migrate import CAP_COPY_APPLIES, describe_error, head_source, migrate_object
 from workers.model import Action, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
-from workers.s3 import Attributes, CopyRequest, Deleted, Directive, PutRequest, Source, Written
+from workers.s3 import Attributes, CopyRequest, Directive, PutRequest, Source, Written
 from workers.serverside import source_key, source_tags
 from workers.stream import content_md5, source_read_enc
 
@@ -169,9 +169,7 @@ async def _recreate_history(job: Job, versions: list[ObjectRef], *, delete: bool
 
 
 async def _delete_version(job: Job, ref: ObjectRef) -> None:
-    async def send() -> Deleted:
-        return await job.source.delete(job.src.bucket, ref.key, version_id=ref.version_id)
-    await job.retried(f"delete version {ref.key}", send)
+    await job.source.delete(job.src.bucket, ref.key, version_id=ref.version_id)
 
 
 async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect_top: str) -> tuple[str, str, int]:
@@ -193,8 +191,8 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
                               key=ref.key, op="verify")
         if job.caps is not None:
             await job.caps.learn(cap, False)
-        await job.retried(f"delete own copy {ref.key}", lambda: job.dest.delete(   # ours, seconds old, wrong
-            job.dst.bucket, ref.key, version_id=new_vid))
+        await job.dest.delete(   # ours, seconds old, wrong
+            job.dst.bucket, ref.key, version_id=new_vid)
     if head.size > job.single_put_max:
         raise UnsupportedError("this server's copy does not apply the target to this version and it is too large "
                                "to re-create through rekey in one request", bucket=job.src.bucket, key=ref.key,
@@ -213,21 +211,21 @@ async def _copy_version(job: Job, ref: ObjectRef, marked: ObjectHead, expect_top
     req = CopyRequest(bucket=job.dst.bucket, key=ref.key, source=source, encryption=job.target,
                       metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
                       attributes=Attributes.of(marked), if_match=expect_top)
-    written = await job.retried(f"copy version {ref.key}", lambda: job.dest.copy(req))
+    written = await job.dest.copy(req)
     return await _new_version_id(job, ref, written)
 
 
 async def _put_version(job: Job, ref: ObjectRef, marked: ObjectHead, expect_top: str) -> str:
     read = source_read_enc(job, marked)
-    body = (await job.retried(f"get version {ref.key}", lambda: job.source.get(
-        job.src.bucket, ref.key, read_enc=read, version_id=ref.version_id))).data
+    body = (await job.source.get(
+        job.src.bucket, ref.key, read_enc=read, version_id=ref.version_id)).data
     if len(body) != marked.size:
         raise ObjectChangedError(f"version has {len(body)} bytes, HEAD said {marked.size}",
                                  bucket=job.src.bucket, key=ref.key, op="get_object")
     md5 = await content_md5(body)
     req = PutRequest(job.dst.bucket, ref.key, body, content_md5=md5, encryption=job.target,
                      attributes=Attributes.of(marked), tags=await source_tags(job, ref), if_match=expect_top)
-    written = await job.retried(f"put version {ref.key}", lambda: job.dest.put(req))
+    written = await job.dest.put(req)
     return await _new_version_id(job, ref, written)
 
 
@@ -236,7 +234,7 @@ async def _new_version_id(job: Job, ref: ObjectRef, written: Written) -> str:
     if written.version_id:
         return written.version_id
     read = job.target if job.target.mode == Mode.SSE_C else None
-    top = await job.retried(f"head {ref.key}", lambda: job.dest.head(job.dst.bucket, ref.key, read_enc=read))
+    top = await job.dest.head(job.dst.bucket, ref.key, read_enc=read)
     if marker(top) != ref.version_id or not top.version_id:
         raise ObjectChangedError("the key changed while its versions were re-created", bucket=job.dst.bucket,
                                  key=ref.key, op="recreate_version")
@@ -246,8 +244,8 @@ async def _new_version_id(job: Job, ref: ObjectRef, written: Written) -> str:
 async def _check_version(job: Job, ref: ObjectRef, head: ObjectHead, new_vid: str) -> tuple[ObjectHead, str | None]:
     """HeadObject of the new version: target encryption, same size, our marker."""
     read = job.target if job.target.mode == Mode.SSE_C else None
-    written = await job.retried(f"verify {ref.key}", lambda: job.dest.head(
-        job.dst.bucket, ref.key, read_enc=read, version_id=new_vid))
+    written = await job.dest.head(
+        job.dst.bucket, ref.key, read_enc=read, version_id=new_vid)
     why = sse.mismatch(written.encryption, job.target)
     if why is None and written.size != head.size:
         why = f"size is {written.size}, the version had {head.size}"

@@ -1,14 +1,16 @@
 """The S3 boundary package: `S3` (typed operations), its records, the KMS boundary, endpoint settings.
 
-    boundary.py   S3: one method per operation; errors classified once
+    boundary.py   S3: one method per operation; errors classified once; retries under the engine's policy
+    ops.py        Op (the operations) and RESEND (which may be sent again after a failure)
     records.py    the frozen request and answer records
     convert.py    records <-> botocore parameters and answers (nothing else knows botocore's shapes)
     sdk.py        the botocore transport's configuration
     kms.py        Kms: encrypt, decrypt, generate_data_key, key_arn
 """
 
-from workers.s3.boundary import S3, Op
+from workers.s3.boundary import S3, RetryPolicy
 from workers.s3.kms import DataKey, Kms
+from workers.s3.ops import Op, Resend
 from workers.s3.records import (
     Attributes,
     CopyRequest,
@@ -25,10 +27,29 @@ from workers.s3.records import (
     VersionPage,
     Written,
 )
-from workers.s3.sdk import Endpoint, parse_timestamp, sdk_retry_listener
+from workers.s3.sdk import Endpoint, parse_timestamp
 
 __all__ = [
-    "S3", "Attributes", "CopyRequest", "CreateUpload", "DataKey", "DeleteFailure", "Deleted", "Directive",
-    "Endpoint", "Fetched", "Kms", "ObjectPage", "Op", "PutRequest", "Source", "Upload", "VersionEntry",
-    "VersionPage", "Written", "parse_timestamp", "sdk_retry_listener",
+    "S3",
+    "Attributes",
+    "CopyRequest",
+    "CreateUpload",
+    "DataKey",
+    "DeleteFailure",
+    "Deleted",
+    "Directive",
+    "Endpoint",
+    "Fetched",
+    "Kms",
+    "ObjectPage",
+    "Op",
+    "PutRequest",
+    "Resend",
+    "RetryPolicy",
+    "Source",
+    "Upload",
+    "VersionEntry",
+    "VersionPage",
+    "Written",
+    "parse_timestamp",
 ]

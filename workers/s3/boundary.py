@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -19,6 +18,7 @@ from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
 from workers.lean import LeanClient, supports
 from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
 from workers.s3 import convert as cv
+from workers.s3.ops import RESEND, Op, Resend
 from workers.s3.records import (
     CopyRequest,
     CreateUpload,
@@ -32,60 +32,44 @@ from workers.s3.records import (
     VersionPage,
     Written,
 )
-from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session, on_attempt
+from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session
 
 log = logging.getLogger("rekey.s3")
 
 
-class Op(StrEnum):
-    """The operations of the boundary; the values are botocore's method names (and the `op` of errors)."""
+T = TypeVar("T")
 
-    HEAD_OBJECT = "head_object"
-    GET_OBJECT = "get_object"
-    PUT_OBJECT = "put_object"
-    COPY_OBJECT = "copy_object"
-    DELETE_OBJECT = "delete_object"
-    DELETE_OBJECTS = "delete_objects"
-    GET_OBJECT_TAGGING = "get_object_tagging"
-    PUT_OBJECT_TAGGING = "put_object_tagging"
-    UPDATE_OBJECT_ENCRYPTION = "update_object_encryption"
-    CREATE_MULTIPART_UPLOAD = "create_multipart_upload"
-    UPLOAD_PART = "upload_part"
-    UPLOAD_PART_COPY = "upload_part_copy"
-    COMPLETE_MULTIPART_UPLOAD = "complete_multipart_upload"
-    ABORT_MULTIPART_UPLOAD = "abort_multipart_upload"
-    LIST_PARTS = "list_parts"
-    LIST_OBJECTS_V2 = "list_objects_v2"
-    LIST_OBJECT_VERSIONS = "list_object_versions"
-    LIST_MULTIPART_UPLOADS = "list_multipart_uploads"
-    HEAD_BUCKET = "head_bucket"
-    GET_BUCKET_ENCRYPTION = "get_bucket_encryption"
-    PUT_BUCKET_ENCRYPTION = "put_bucket_encryption"
-    DELETE_BUCKET_ENCRYPTION = "delete_bucket_encryption"
-    GET_BUCKET_POLICY = "get_bucket_policy"
-    PUT_BUCKET_POLICY = "put_bucket_policy"
-    DELETE_BUCKET_POLICY = "delete_bucket_policy"
-    GET_BUCKET_WEBSITE = "get_bucket_website"
+
+class RetryPolicy(Protocol):
+    """The engine's retry policy (engine.retry.Retrier): send `fn` again on a retryable error, with backoff.
+
+    `refused_only`: only when the server certainly did not act (a throttle, no connection)."""
+
+    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]], *, refused_only: bool = False) -> T: ...
 
 
 class S3:
     """The operations rekey sends to one S3 endpoint. Use as `async with S3.open(endpoint) as s3:`.
 
-    Each method is one request (listings: one per page); failures come out as `RekeyError` subclasses
-    naming bucket, key and operation.
+    Each method is one request (listings: one per page), sent again under `retry` when it fails with a
+    retryable error and the operation is safe to resend (`workers.s3.ops.RESEND`); botocore itself makes
+    one attempt. Failures come out as `RekeyError` subclasses naming bucket, key and operation.
     """
 
-    def __init__(self, client: Callable[[], Awaitable[Any]], endpoint: Endpoint) -> None:
+    def __init__(self, client: Callable[[], Awaitable[Any]], endpoint: Endpoint,
+                 retry: RetryPolicy | None = None) -> None:
         self._make_client = client
         self._client: Any = None               # the aiobotocore client, made on first use
         self._client_lock = anyio.Lock()
         self._lean: LeanClient | None = None   # the hot requests without botocore (workers.lean)
         self.endpoint = endpoint
-        self.requests = 0  # requests sent, for reports and benchmarks
+        self.retry = retry
+        self.requests = 0  # requests sent (every attempt), for reports and benchmarks
+        self.requests_by_transport = {"fast": 0, "botocore": 0}
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, endpoint: Endpoint) -> AsyncIterator[S3]:
+    async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[S3]:
         session = new_session(endpoint)
         kwargs = client_kwargs(endpoint)
         async with contextlib.AsyncExitStack() as stack:
@@ -95,7 +79,6 @@ class S3:
                 # which then runs while the first lean requests (bucket checks, the target probe) wait.
                 with connect_errors():
                     client = await stack.enter_async_context(session.create_client("s3", **kwargs))
-                client.meta.events.register("needs-retry.s3", on_attempt)
                 return client
 
             lean = None
@@ -107,7 +90,7 @@ class S3:
                                       ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
                                       timeout=endpoint.read_timeout)
                     stack.push_async_callback(lean.close)
-            s3 = cls(make_client, endpoint)
+            s3 = cls(make_client, endpoint, retry)
             s3._lean = lean
             yield s3  # errors of the caller's block pass through untouched
 
@@ -119,21 +102,42 @@ class S3:
         return self._client
 
     async def _send(self, op: Op, params: dict[str, Any], *, bucket: str, key: str = "",
-                    sse_c: bool = False) -> dict[str, Any]:
-        """Send one request; classify any failure."""
+                    sse_c: bool = False, length: int | None = None) -> dict[str, Any]:
+        """One operation: sent, and sent again under the retry policy when that is safe; classified.
+
+        A GetObject's body is read within the attempt (into "Data"), so a failure while reading it, or a
+        body shorter than `length`, is retried like a failed request."""
+        def attempt() -> Awaitable[dict[str, Any]]:
+            return self._attempt(op, params, bucket=bucket, key=key, sse_c=sse_c, length=length)
+        if self.retry is None:
+            return await attempt()
+        refused_only = RESEND[op] == Resend.REFUSED_ONLY and not params.get("VersionId")
+        return await self.retry(f"{op.value} s3://{bucket}/{key}", attempt, refused_only=refused_only)
+
+    async def _attempt(self, op: Op, params: dict[str, Any], *, bucket: str, key: str,
+                       sse_c: bool, length: int | None) -> dict[str, Any]:
+        """Send one request once; classify any failure."""
         self.requests += 1
         if log.isEnabledFor(logging.DEBUG):  # names only: parameters may carry SSE-C keys
             log.debug("%s s3://%s/%s", op.value, bucket, key)
         try:
             if self._lean is not None and supports(op.value, params):
+                self.requests_by_transport["fast"] += 1
                 result: dict[str, Any] = await getattr(self._lean, op.value)(params)
             else:
+                self.requests_by_transport["botocore"] += 1
                 result = await getattr(await self._botocore(), op.value)(**params)
-            return result
+            if op == Op.GET_OBJECT:
+                async with result["Body"] as body:
+                    result["Data"] = await body.read()
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             raise classify_s3_error(exc, op=op.value, bucket=bucket, key=key, sse_c=sse_c) from None
+        if length is not None and len(result["Data"]) != length:
+            raise RetryableError(f"short read: got {len(result['Data'])} of {length} bytes",
+                                 bucket=bucket, key=key, op=op.value)
+        return result
 
     # --- objects -----------------------------------------------------------------------------------
 
@@ -149,36 +153,27 @@ class S3:
     async def get_range(self, bucket: str, key: str, start: int, end: int, *,
                         read_enc: Encryption | None = None, if_match: str | None = None,
                         version_id: str | None = None) -> bytes:
-        """Bytes [start, end] inclusive. The body is read fully; a short read is retryable."""
-        data, _ = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match,
-                                  byte_range=f"bytes={start}-{end}")
-        want = end - start + 1
-        if len(data) != want:
-            raise RetryableError(f"short read: got {len(data)} of {want} bytes at offset {start}",
-                                 bucket=bucket, key=key, op=Op.GET_OBJECT.value)
+        """Bytes [start, end] inclusive. The body is read fully; a short read is retried."""
+        resp = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match,
+                               byte_range=(start, end))
+        data: bytes = resp["Data"]
         return data
 
     async def get(self, bucket: str, key: str, *, read_enc: Encryption | None = None,
                   version_id: str | None = None, if_match: str | None = None) -> Fetched:
         """A whole GetObject (small objects: instruction files, versions re-created, tests)."""
-        data, resp = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match)
-        return Fetched(data=data, head=cv.head_from_response(key, resp))
+        resp = await self._get(bucket, key, read_enc=read_enc, version_id=version_id, if_match=if_match)
+        return Fetched(data=resp["Data"], head=cv.head_from_response(key, resp))
 
     async def _get(self, bucket: str, key: str, *, read_enc: Encryption | None, version_id: str | None,
-                   if_match: str | None = None, byte_range: str | None = None) -> tuple[bytes, dict[str, Any]]:
-        """One GetObject, its body read fully; a failure while reading is classified like the request's."""
+                   if_match: str | None = None, byte_range: tuple[int, int] | None = None) -> dict[str, Any]:
+        """One GetObject, its body read fully (into "Data")."""
+        range_header = f"bytes={byte_range[0]}-{byte_range[1]}" if byte_range is not None else None
         params = {"Bucket": bucket, "Key": key, **cv.key_params(read_enc),
-                  **cv.optional(VersionId=version_id, IfMatch=if_match, Range=byte_range)}
-        resp = await self._send(Op.GET_OBJECT, params, bucket=bucket, key=key,
-                                sse_c=cv.carries_customer_key(read_enc))
-        try:
-            async with resp["Body"] as body:
-                data: bytes = await body.read()
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            raise classify_s3_error(exc, op=Op.GET_OBJECT.value, bucket=bucket, key=key) from None
-        return data, resp
+                  **cv.optional(VersionId=version_id, IfMatch=if_match, Range=range_header)}
+        return await self._send(Op.GET_OBJECT, params, bucket=bucket, key=key,
+                                sse_c=cv.carries_customer_key(read_enc),
+                                length=byte_range[1] - byte_range[0] + 1 if byte_range is not None else None)
 
     async def put(self, req: PutRequest) -> Written:
         """PutObject of a body in memory."""
@@ -380,4 +375,4 @@ class S3:
         return True
 
 
-__all__ = ["S3", "Op"]
+__all__ = ["S3", "RetryPolicy"]

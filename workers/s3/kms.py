@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 
 from workers.errors import classify_s3_error
-from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session, on_attempt
+from workers.s3.boundary import RetryPolicy
+from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session
 
 
 class KmsOp(StrEnum):
@@ -33,23 +34,29 @@ class DataKey:
 class Kms:
     """One aiobotocore KMS client. Use as `async with Kms.open(endpoint) as kms:`."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
         self._client = client
+        self._retry = retry
         self.requests = 0
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, endpoint: Endpoint) -> AsyncIterator[Kms]:
+    async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[Kms]:
         session = new_session(endpoint)
         with connect_errors():
             cm = session.create_client("kms", **client_kwargs(endpoint))
         async with contextlib.AsyncExitStack() as stack:
             with connect_errors():
                 client = await stack.enter_async_context(cm)
-            client.meta.events.register("needs-retry.kms", on_attempt)
-            yield cls(client)
+            yield cls(client, retry)
 
     async def _send(self, op: KmsOp, key: str, **params: Any) -> dict[str, Any]:
+        """One KMS request (every one of them is safe to resend), retried under the policy."""
+        if self._retry is None:
+            return await self._attempt(op, key, params)
+        return await self._retry(f"kms:{op.value} {key}", lambda: self._attempt(op, key, params))
+
+    async def _attempt(self, op: KmsOp, key: str, params: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
         try:
             result: dict[str, Any] = await getattr(self._client, op.value)(**params)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import anyio
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.parsers import AioResponseParserFactory
 from aiobotocore.session import AioSession
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from workers.errors import RetryableError, classify_attempt, classify_s3_error
+from workers.errors import classify_s3_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,6 @@ class Endpoint:
     profile: str | None = None
     ca_bundle: str | None = None
     max_connections: int = 64
-    max_attempts: int = 5           # botocore's own retries (connection errors, 5xx, throttles)
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -36,24 +36,6 @@ class Endpoint:
     @property
     def is_plain_http(self) -> bool:
         return bool(self.endpoint_url) and str(self.endpoint_url).lower().startswith("http://")
-
-
-# Told about every failed attempt botocore retries by itself (throttles above all), which would otherwise
-# never reach the engine's throttle. Set by the engine's retrier around each request it sends.
-sdk_retry_listener: ContextVar[Callable[[RetryableError], None] | None] = ContextVar(
-    "sdk_retry_listener", default=None)
-
-
-def on_attempt(response: Any = None, caught_exception: BaseException | None = None,
-               operation: Any = None, **_: Any) -> None:
-    """botocore `needs-retry` handler: report a retryable failed attempt; never changes botocore's decision."""
-    listener = sdk_retry_listener.get()
-    if listener is None:
-        return
-    parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else None
-    error = classify_attempt(parsed, caught_exception, op=str(getattr(operation, "name", "") or ""))
-    if isinstance(error, RetryableError):
-        listener(error)
 
 
 @contextlib.contextmanager
@@ -80,6 +62,16 @@ def parse_timestamp(value: Any) -> dt.datetime:
     return result
 
 
+class OneAttemptSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's aiohttp session, minus aiohttp's own silent resend of an idempotent request whose
+    connection the server closed: the boundary owns retries, and counts every attempt."""
+
+    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession = await super()._get_session(proxy_url)
+        session._retry_connection = False  # aiohttp has no public switch for it (3.10+)
+        return session
+
+
 def new_session(endpoint: Endpoint) -> AioSession:
     session = AioSession(profile=endpoint.profile) if endpoint.profile else AioSession()
     # Listing timestamps are ISO 8601: parse them without dateutil (5% of a small-object run's CPU).
@@ -93,7 +85,8 @@ def client_kwargs(endpoint: Endpoint) -> dict[str, Any]:
     """`create_client` arguments for an endpoint."""
     config = AioConfig(
         max_pool_connections=endpoint.max_connections,
-        retries={"mode": "standard", "total_max_attempts": endpoint.max_attempts},
+        # One attempt: the boundary is the one owner of retries (workers.s3.boundary, engine.retry).
+        retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=endpoint.connect_timeout,
         read_timeout=endpoint.read_timeout,
         # Every body rekey sends carries Content-MD5, which the server checks; without this, botocore
@@ -103,6 +96,7 @@ def client_kwargs(endpoint: Endpoint) -> dict[str, Any]:
         response_checksum_validation="when_required",
         tcp_keepalive=True,
         parameter_validation=False,  # requests are built by code, not users: save the CPU per request
+        http_session_cls=OneAttemptSession,
     )
     kwargs: dict[str, Any] = {"config": config, "region_name": endpoint.region or "us-east-1"}
     if endpoint.endpoint_url:
