@@ -53,6 +53,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     requests: int = 0
+    requests_by_transport: dict[str, int] = field(default_factory=dict)   # "fast", "botocore"
     throttles: int = 0
     retries: int = 0
     min_window: int = 0
@@ -500,7 +501,11 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                     raise fatal from None
                 raise
             finally:
-                result.requests = source.requests + (dest.requests if dest is not source else 0)
+                clients = [source] if dest is source else [source, dest]
+                result.requests = sum(c.requests for c in clients)
+                # this process's clients (Ray actors count their requests, not their transports)
+                result.requests_by_transport = {
+                    name: sum(c.requests_by_transport[name] for c in clients) for name in ("fast", "botocore")}
                 result.executor = executor.statistics()
                 result.requests += result.executor.requests
                 # Objects read back per path by this process's workers (Ray actors keep their own counts;

@@ -10,6 +10,9 @@ request, either forwards it untouched or injects the fault of the first matching
     truncate        forward, send the headers (full Content-Length) and half the body, then close cleanly
     stall           hold the request for rule.seconds before anything reaches the upstream
     delay           add rule.seconds of latency, then forward normally
+    wrong_region    a request signed for another region than rule.region gets what S3 answers then:
+                    301 (HEAD, no body) or 400 AuthorizationHeaderMalformed naming the region, both with
+                    x-amz-bucket-region; requests signed for rule.region pass
 
 Bytes are relayed as they arrive: the request line and headers (Host included, since SigV4 signs it) go
 upstream unchanged, bodies are streamed in their own framing (Content-Length, chunked or aws-chunked, or
@@ -43,7 +46,7 @@ from types import MappingProxyType, TracebackType
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
-FaultKind = Literal["slowdown", "internal", "reset", "reset_mid_body", "truncate", "stall", "delay"]
+FaultKind = Literal["slowdown", "internal", "reset", "reset_mid_body", "truncate", "stall", "delay", "wrong_region"]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 _Body = AsyncGenerator[bytes, None]  # a message body as raw wire bytes
 
@@ -54,7 +57,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ERROR_BODIES: dict[str, tuple[int, str, str]] = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "wrong_region": (400, "AuthorizationHeaderMalformed", "The authorization header is malformed; wrong region."),
 }
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class Rule:
     after: int = 0  # let the first `after` matching requests through untouched
     limit: int | None = None  # inject at most this many times; None for no limit
     seconds: float = 0.0  # stall/delay duration; Retry-After for slowdown (0 means 1)
+    region: str = ""  # wrong_region: the bucket's region; requests signed for it pass
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -82,9 +88,10 @@ class Rule:
         if self.path_regex is not None:
             object.__setattr__(self, "_pattern", re.compile(self.path_regex))
 
-    def matches(self, method: str, path: str, query: str) -> bool:
+    def matches(self, method: str, path: str, query: str, signed_region: str = "") -> bool:
         return (
-            (not self.methods or method in self.methods)
+            (self.kind != "wrong_region" or signed_region != self.region)
+            and (not self.methods or method in self.methods)
             and (self._pattern is None or self._pattern.search(path) is not None)
             and (self.query_contains is None or self.query_contains in query)
         )
@@ -207,13 +214,19 @@ def _error_response(rule: Rule, method: str, path: str, request_id: int, *, clos
         f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{path}</Resource>"
         f"<RequestId>faultproxy-{request_id}</RequestId></Error>"
     ).encode()
-    reason = {503: "Slow Down", 500: "Internal Server Error"}[status]
+    if rule.kind == "wrong_region":
+        body = body.replace(b"</Message>", f"</Message><Region>{rule.region}</Region>".encode())
+        if method == "HEAD":
+            status = 301
+    reason = {503: "Slow Down", 500: "Internal Server Error", 400: "Bad Request", 301: "Moved Permanently"}[status]
     headers = [
         f"HTTP/1.1 {status} {reason}",
         "Content-Type: application/xml",
         f"Content-Length: {len(body)}",
         f"x-amz-request-id: faultproxy-{request_id}",
     ]
+    if rule.kind == "wrong_region":
+        headers.append(f"x-amz-bucket-region: {rule.region}")
     if rule.kind == "slowdown":
         headers.append(f"Retry-After: {math.ceil(rule.seconds) if rule.seconds > 0 else 1}")
     if close:
@@ -337,13 +350,13 @@ class FaultProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _choose(self, method: str, path: str, query: str) -> Rule | None:
+    def _choose(self, method: str, path: str, query: str, signed_region: str = "") -> Rule | None:
         """Count the request; return the first rule that fires for it, counting the injection."""
         with self._lock:
             self._requests += 1
             for state in self._rules:
                 rule = state.rule
-                if not rule.matches(method, path, query):
+                if not rule.matches(method, path, query, signed_region):
                     continue
                 state.matched += 1
                 if state.matched <= rule.after or (rule.limit is not None and state.fired >= rule.limit):
@@ -386,7 +399,8 @@ class FaultProxy:
         """Serve one request; return whether the client connection stays open for another."""
         method, target, _ = request.start.decode("latin-1").split(" ", 2)
         path, _, query = target.partition("?")
-        rule = self._choose(method, path, query)
+        signed = _SIGNED_REGION.search(request.headers.get("authorization", ""))
+        rule = self._choose(method, path, query, signed.group(1) if signed else "")
         expects_continue = request.token("expect", "100-continue")
 
         if rule is not None and rule.kind in _ERROR_BODIES:

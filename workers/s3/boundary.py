@@ -2,7 +2,10 @@
 
 Above this class nothing builds or reads botocore dicts, and nothing names an operation by a string:
 callers pass records (`workers.s3.records`, `workers.model`) and get records back. Below it, two
-transports: botocore for every operation, and the fast one (`workers.lean`) for the hot ones.
+transports over one aiobotocore client (so one connection pool per endpoint): botocore for every
+operation, and the fast one (`workers.s3.fast`) for the hot ones, on every endpoint unless
+`[run] lean_requests = false`. The boundary owns retries (one attempt each from botocore and aiohttp)
+and region redirects: a bucket answered from another region is learned once, for both transports.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from typing import Any, Protocol, TypeVar
 import anyio
 
 from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
-from workers.lean import LeanClient, supports
 from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
 from workers.s3 import convert as cv
+from workers.s3.fast import HOT_OPS, FastTransport
 from workers.s3.ops import RESEND, Op, Resend
 from workers.s3.records import (
     CopyRequest,
@@ -61,7 +64,8 @@ class S3:
         self._make_client = client
         self._client: Any = None               # the aiobotocore client, made on first use
         self._client_lock = anyio.Lock()
-        self._lean: LeanClient | None = None   # the hot requests without botocore (workers.lean)
+        self._fast: FastTransport | None = None   # the hot requests (workers.s3.fast), on first use
+        self.regions: dict[str, str] = {}      # bucket -> region learned from a redirect
         self.endpoint = endpoint
         self.retry = retry
         self.requests = 0  # requests sent (every attempt), for reports and benchmarks
@@ -75,30 +79,27 @@ class S3:
         async with contextlib.AsyncExitStack() as stack:
 
             async def make_client() -> Any:
-                # On first use, not at open: loading botocore's service model costs 0.06-0.08 s of CPU,
-                # which then runs while the first lean requests (bucket checks, the target probe) wait.
                 with connect_errors():
                     client = await stack.enter_async_context(session.create_client("s3", **kwargs))
+                client.meta.events.register("before-endpoint-resolution.s3", s3._learned_region)
                 return client
 
-            lean = None
-            if endpoint.lean and endpoint.endpoint_url:
-                with connect_errors():
-                    credentials = await session.get_credentials()
-                if credentials is not None:
-                    lean = LeanClient(endpoint.endpoint_url, endpoint.region or "us-east-1", credentials,
-                                      ca_bundle=endpoint.ca_bundle, max_connections=endpoint.max_connections,
-                                      timeout=endpoint.read_timeout)
-                    stack.push_async_callback(lean.close)
             s3 = cls(make_client, endpoint, retry)
-            s3._lean = lean
             yield s3  # errors of the caller's block pass through untouched
+
+    def _learned_region(self, builtins: dict[str, Any], params: Mapping[str, Any], **_: Any) -> None:
+        """Endpoint rules see the region learned for a bucket, for both transports (as botocore's redirector)."""
+        region = self.regions.get(str(params.get("Bucket", "")))
+        if region:
+            builtins["AWS::Region"] = region
 
     async def _botocore(self) -> Any:
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
                     self._client = await self._make_client()
+                    if self.endpoint.lean:
+                        self._fast = FastTransport(self._client, self.regions)
         return self._client
 
     async def _send(self, op: Op, params: dict[str, Any], *, bucket: str, key: str = "",
@@ -117,16 +118,15 @@ class S3:
     async def _attempt(self, op: Op, params: dict[str, Any], *, bucket: str, key: str,
                        sse_c: bool, length: int | None) -> dict[str, Any]:
         """Send one request once; classify any failure."""
-        self.requests += 1
         if log.isEnabledFor(logging.DEBUG):  # names only: parameters may carry SSE-C keys
             log.debug("%s s3://%s/%s", op.value, bucket, key)
         try:
-            if self._lean is not None and supports(op.value, params):
-                self.requests_by_transport["fast"] += 1
-                result: dict[str, Any] = await getattr(self._lean, op.value)(params)
-            else:
-                self.requests_by_transport["botocore"] += 1
-                result = await getattr(await self._botocore(), op.value)(**params)
+            try:
+                result = await self._transport(op, params)
+            except Exception as exc:
+                if not self._learn_region(bucket, exc):
+                    raise
+                result = await self._transport(op, params)   # once more, to the bucket's region
             if op == Op.GET_OBJECT:
                 async with result["Body"] as body:
                     result["Data"] = await body.read()
@@ -138,6 +138,29 @@ class S3:
             raise RetryableError(f"short read: got {len(result['Data'])} of {length} bytes",
                                  bucket=bucket, key=key, op=op.value)
         return result
+
+    async def _transport(self, op: Op, params: dict[str, Any]) -> dict[str, Any]:
+        """One request over the fast transport (hot operations) or botocore."""
+        client = await self._botocore()
+        self.requests += 1
+        if self._fast is not None and op in HOT_OPS:
+            self.requests_by_transport["fast"] += 1
+            return await self._fast.send(op, params)
+        self.requests_by_transport["botocore"] += 1
+        result: dict[str, Any] = await getattr(client, op.value)(**params)
+        return result
+
+    def _learn_region(self, bucket: str, exc: Exception) -> bool:
+        """An answer from another region (301/307, or 400 naming the bucket's region) teaches it, once:
+        True when the request should go again, now to that region."""
+        region = redirect_region(exc)
+        used = self.regions.get(bucket) or self.endpoint.region or "us-east-1"
+        if not bucket or region is None or region == used:
+            return False
+        log.info("s3://%s is in region %s (configured: %s): sending its requests there", bucket, region,
+                 self.endpoint.region or "us-east-1")
+        self.regions[bucket] = region
+        return True
 
     # --- objects -----------------------------------------------------------------------------------
 
@@ -376,3 +399,20 @@ class S3:
 
 
 __all__ = ["S3", "RetryPolicy"]
+
+
+_REDIRECT_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed",
+                             "IllegalLocationConstraintException"})
+
+
+def redirect_region(exc: BaseException) -> str | None:
+    """The bucket's region when an answer says the request went to the wrong one, else None."""
+    response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    headers = meta.get("HTTPHeaders") or {}
+    region = headers.get("x-amz-bucket-region") or error.get("Region")
+    status = int(meta.get("HTTPStatusCode") or 0)
+    if region and (status in (301, 307, 400) or error.get("Code") in _REDIRECT_CODES):
+        return str(region)
+    return None

@@ -31,7 +31,7 @@ class Endpoint:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     extra: Mapping[str, str] = field(default_factory=dict)
-    lean: bool = True                # the hot operations over the fast transport
+    lean: bool = True                # the hot operations over the fast transport (`[run] lean_requests`)
 
     @property
     def is_plain_http(self) -> bool:
@@ -81,6 +81,15 @@ def new_session(endpoint: Endpoint) -> AioSession:
     return session
 
 
+def _s3_settings(endpoint: Endpoint) -> dict[str, Any]:
+    """Path-style addressing for an endpoint named in the config (a local server rarely has a wildcard DNS
+    name); otherwise botocore's own choice (virtual-hosted on AWS, a profile's `addressing_style`)."""
+    settings: dict[str, Any] = {"payload_signing_enabled": False}
+    if endpoint.endpoint_url:
+        settings["addressing_style"] = "path"
+    return settings
+
+
 def client_kwargs(endpoint: Endpoint) -> dict[str, Any]:
     """`create_client` arguments for an endpoint."""
     config = AioConfig(
@@ -91,7 +100,7 @@ def client_kwargs(endpoint: Endpoint) -> dict[str, Any]:
         read_timeout=endpoint.read_timeout,
         # Every body rekey sends carries Content-MD5, which the server checks; without this, botocore
         # SHA-256-hashes each upload body on the event loop over plain HTTP.
-        s3={"addressing_style": "path", "payload_signing_enabled": False},
+        s3=_s3_settings(endpoint),
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         tcp_keepalive=True,

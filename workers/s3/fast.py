@@ -1,0 +1,266 @@
+"""The fast transport: the hot operations built, addressed and signed by botocore, answers read here.
+
+botocore spends over a millisecond of CPU on each request (a dozen events, endpoint rules evaluated
+again for every call, the response parser, the retry machinery), more than a local server does. For the
+operations on the hot path this transport keeps every part of botocore that makes a request right, and
+skips the rest:
+
+    botocore's, as for any call     parameter handlers (SSE-C key and MD5, CopySource quoting), serializer,
+                                    user agent, checksum context, before-call handlers, `request-created`
+                                    (retry headers, SigV4 signing with the session's refreshable
+                                    credentials), the aiohttp session (one pool per endpoint, proxies,
+                                    CA bundle, connect and read timeouts) and its error mapping
+    cached here, per operation,     the endpoint rules' answer (URL: addressing style, regional endpoint,
+    bucket and region               path or virtual-hosted; signing region)
+    done here                       the answer: status, headers and the small XML body, read straight
+                                    into botocore's response shape, so one converter serves both transports
+
+Errors keep botocore's `ClientError.response` shape, so the one classifier applies unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+from aiobotocore.httpchecksum import apply_request_checksum
+from botocore.httpchecksum import resolve_checksum_context
+
+from workers.s3.ops import Op
+
+HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
+                     Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT})
+
+
+class FastError(Exception):
+    """An S3 error answer, shaped like botocore's ClientError (`.response`) for the classifier."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str],
+                 region: str | None = None) -> None:
+        super().__init__(f"{code or status}: {message}")
+        error: dict[str, str] = {"Code": code, "Message": message}
+        if region:
+            error["Region"] = region
+        self.response = {"Error": error,
+                         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": dict(headers)}}
+
+
+_Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | None]
+
+
+class FastTransport:
+    """Sends the hot operations through one aiobotocore client's request machinery (see module doc)."""
+
+    def __init__(self, client: Any, regions: Mapping[str, str]) -> None:
+        self._client = client
+        self._regions = regions          # bucket -> region learned from a redirect (shared with the boundary)
+        self._service_id = client.meta.service_model.service_id.hyphenize()
+        self._models: dict[Op, Any] = {}
+        self._endpoints: dict[tuple[str, str, str], _Resolved] = {}
+        self._user_agents: dict[Op, str] = {}   # botocore's User-Agent for each operation, built once
+
+    def _model(self, op: Op) -> Any:
+        model = self._models.get(op)
+        if model is None:
+            name = self._client.meta.method_to_api_mapping[op.value]
+            model = self._models[op] = self._client.meta.service_model.operation_model(name)
+        return model
+
+    def _context(self, model: Any) -> dict[str, Any]:
+        """The request context `_make_api_call` builds."""
+        meta = self._client.meta
+        return {"client_region": meta.region_name, "client_config": meta.config,
+                "has_streaming_input": model.has_streaming_input, "auth_type": model.resolved_auth_type,
+                "unsigned_payload": model.unsigned_payload,
+                "auth_options": meta.service_model.metadata.get("auth")}
+
+    async def _endpoint(self, model: Any, params: Mapping[str, Any],
+                        context: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The endpoint rules' answer for this bucket, evaluated once per operation, bucket and region."""
+        bucket = str(params.get("Bucket", ""))
+        cache_key = (model.name, bucket, self._regions.get(bucket, ""))
+        hit = self._endpoints.get(cache_key)
+        if hit is None:
+            probe = dict(context)
+            url, headers, properties = await self._client._resolve_endpoint_ruleset(model, params, probe)
+            hit = (url, dict(headers or {}), dict(properties or {}), probe.get("auth_type"),
+                   copy.deepcopy(probe.get("signing")))
+            self._endpoints[cache_key] = hit
+        url, headers, properties, auth_type, signing = hit
+        if properties:
+            context["endpoint_properties"] = properties
+        if auth_type is not None:
+            context["auth_type"] = auth_type
+        if signing is not None:
+            context["signing"] = copy.deepcopy(signing)
+        return url, dict(headers)
+
+    async def prepare(self, op: Op, params: Mapping[str, Any]) -> Any:
+        """The signed request botocore would send for this call (an AWSPreparedRequest)."""
+        client = self._client
+        model = self._model(op)
+        context = self._context(model)
+        api_params = await client._emit_api_params(api_params=dict(params), operation_model=model, context=context)
+        url, headers = await self._endpoint(model, api_params, context)
+        user_agent = self._user_agents.get(op)
+        request_dict = await client._convert_to_request_dict(api_params=api_params, operation_model=model,
+                                                             endpoint_url=url, context=context, headers=headers,
+                                                             set_user_agent_header=user_agent is None)
+        resolve_checksum_context(request_dict, model, api_params)
+        await client.meta.events.emit_until_response(
+            f"before-call.{self._service_id}.{model.name}", model=model, params=request_dict,
+            request_signer=client._request_signer, context=context)
+        apply_request_checksum(request_dict)
+        client._endpoint._update_retries_context(context, 1)
+        request = await client._endpoint.create_request(request_dict, model)
+        # The User-Agent (unsigned) is the same string for every call of an operation; building it is a
+        # fifth of this path's CPU, so it is built by botocore once and reused.
+        if user_agent is None:
+            self._user_agents[op] = request.headers["User-Agent"]
+        else:
+            request.headers["User-Agent"] = user_agent
+        return request
+
+    async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One request; its answer in botocore's response shape, or a `FastError`."""
+        request = await self.prepare(op, params)
+        request.headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
+        response = await self._client._endpoint.http_session.send(request)
+        body: bytes = await response.content
+        return _ANSWERS[op](response.status_code, response.headers, body)
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+# response header -> botocore response field
+_RESPONSE_HEADERS = {
+    "etag": "ETag", "content-type": "ContentType", "content-encoding": "ContentEncoding",
+    "content-disposition": "ContentDisposition", "content-language": "ContentLanguage",
+    "cache-control": "CacheControl", "x-amz-website-redirect-location": "WebsiteRedirectLocation",
+    "x-amz-storage-class": "StorageClass", "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-aws-kms-key-id": "SSEKMSKeyId",
+    "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
+    "x-amz-server-side-encryption-customer-key-md5": "SSECustomerKeyMD5",
+    "x-amz-version-id": "VersionId", "expires": "ExpiresString", "content-range": "ContentRange",
+}
+_WRITE_FIELDS = frozenset({"ETag", "ServerSideEncryption", "SSEKMSKeyId", "SSECustomerAlgorithm",
+                           "SSECustomerKeyMD5", "VersionId", "BucketKeyEnabled"})
+_REASONS = {301: "Moved Permanently", 307: "Temporary Redirect", 400: "Bad Request", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+            416: "Requested Range Not Satisfiable", 500: "Internal Server Error", 501: "Not Implemented",
+            503: "Service Unavailable"}
+
+
+def _fields(headers: Mapping[str, str]) -> dict[str, Any]:
+    """Every response field botocore reads from headers, for the operations here."""
+    out: dict[str, Any] = {field: headers[h] for h, field in _RESPONSE_HEADERS.items() if h in headers}
+    if "x-amz-server-side-encryption-bucket-key-enabled" in headers:
+        out["BucketKeyEnabled"] = headers["x-amz-server-side-encryption-bucket-key-enabled"].lower() == "true"
+    if "x-amz-delete-marker" in headers:
+        out["DeleteMarker"] = headers["x-amz-delete-marker"].lower() == "true"
+    return out
+
+
+def _raise_for(status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """An error answer (status 300 or more) as a FastError: code, message and region from the XML body."""
+    if status < 300:
+        return
+    root = _xml(body)
+    code, message, region = _text(root, "Code"), _text(root, "Message"), _text(root, "Region")
+    raise FastError(status, code or str(status), message or _REASONS.get(status, ""), headers, region or None)
+
+
+def head_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    _raise_for(status, headers, b"")  # HEAD answers carry no body
+    out = _fields(headers)
+    out["ContentLength"] = int(headers.get("content-length", "0") or 0)
+    out["Metadata"] = {k[len("x-amz-meta-"):]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
+    if "last-modified" in headers:
+        out["LastModified"] = email.utils.parsedate_to_datetime(headers["last-modified"])
+    if "x-amz-mp-parts-count" in headers:
+        out["PartsCount"] = int(headers["x-amz-mp-parts-count"])
+    if "x-amz-tagging-count" in headers:
+        out["TagCount"] = int(headers["x-amz-tagging-count"])
+    return out
+
+
+def get_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    _raise_for(status, headers, body)
+    out = head_answer(status, headers, b"")
+    out["ContentLength"] = len(body)
+    out["Body"] = BytesBody(body)
+    return out
+
+
+def write_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """PutObject, UploadPart, DeleteObject, HeadBucket: everything is in the headers."""
+    _raise_for(status, headers, body)
+    return {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS or k == "DeleteMarker"}
+
+
+def copy_answer(status: int, headers: Mapping[str, str], body: bytes,
+                result: str = "CopyObjectResult") -> dict[str, Any]:
+    """CopyObject and UploadPartCopy: S3 may answer 200 with an <Error> body (the copy failed after it began)."""
+    root = _xml(body)
+    if status < 300 and root is not None and _local(root.tag) == "Error":
+        status = 500
+    _raise_for(status, headers, body)
+    out = {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS and k != "ETag"}
+    out[result] = {"ETag": _text(root, "ETag")} if root is not None else {}
+    return out
+
+
+def part_copy_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    return copy_answer(status, headers, body, "CopyPartResult")
+
+
+def head_bucket_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    _raise_for(status, headers, b"")
+    region = headers.get("x-amz-bucket-region")
+    return {"BucketRegion": region} if region else {}
+
+
+_ANSWERS = {Op.HEAD_OBJECT: head_answer, Op.GET_OBJECT: get_answer, Op.PUT_OBJECT: write_answer,
+            Op.UPLOAD_PART: write_answer, Op.DELETE_OBJECT: write_answer, Op.COPY_OBJECT: copy_answer,
+            Op.UPLOAD_PART_COPY: part_copy_answer, Op.HEAD_BUCKET: head_bucket_answer}
+
+
+class BytesBody:
+    """A response body already read, with the async interface of botocore's streaming body."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aenter__(self) -> BytesBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self._data
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml(body: bytes) -> ET.Element | None:
+    if not body.strip():
+        return None
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError:
+        return None
+
+
+def _text(root: ET.Element | None, name: str) -> str:
+    if root is None:
+        return ""
+    for child in root:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return ""
