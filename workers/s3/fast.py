@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiobotocore.httpchecksum import apply_request_checksum
+from botocore.endpoint import create_request_object
+from botocore.handlers import add_retry_headers
 from botocore.httpchecksum import resolve_checksum_context
 
 from workers.s3.ops import Op
@@ -51,6 +53,12 @@ class FastError(Exception):
 _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | None]
 
 
+# What botocore (1.43) runs on request-created for S3; checked when the transport is made, so that a botocore
+# that adds one makes every request take botocore's own path instead of silently skipping it.
+_REQUEST_CREATED = ("AioRequestSigner.handler", "UserAgentString.rebuild_and_replace_user_agent_handler",
+                    "add_retry_headers")
+
+
 class FastTransport:
     """Sends the hot operations through one aiobotocore client's request machinery (see module doc)."""
 
@@ -61,6 +69,7 @@ class FastTransport:
         self._models: dict[Op, Any] = {}
         self._endpoints: dict[tuple[str, str, str], _Resolved] = {}
         self._user_agents: dict[Op, str] = {}   # botocore's User-Agent for each operation, built once
+        self._shortcut = _request_created_handlers(client) == set(_REQUEST_CREATED)
 
     def _model(self, op: Op) -> Any:
         model = self._models.get(op)
@@ -115,14 +124,17 @@ class FastTransport:
             request_signer=client._request_signer, context=context)
         apply_request_checksum(request_dict)
         client._endpoint._update_retries_context(context, 1)
-        request = await client._endpoint.create_request(request_dict, model)
-        # The User-Agent (unsigned) is the same string for every call of an operation; building it is a
-        # fifth of this path's CPU, so it is built by botocore once and reused.
-        if user_agent is None:
+        if user_agent is None or not self._shortcut:   # all of botocore's request-created handlers
+            request = await client._endpoint.create_request(request_dict, model)
             self._user_agents[op] = request.headers["User-Agent"]
-        else:
-            request.headers["User-Agent"] = user_agent
-        return request
+            return request
+        # Later calls: the same handlers of request-created (`_REQUEST_CREATED`), but not the User-Agent
+        # rebuild: the (unsigned) string is the same for every call and building it is a fifth of this path.
+        request = create_request_object(request_dict)
+        await client._request_signer.handler(operation_name=model.name, request=request)
+        add_retry_headers(request)
+        request.headers["User-Agent"] = user_agent
+        return client._endpoint.prepare_request(request)
 
     async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
         """One request; its answer in botocore's response shape, or a `FastError`."""
@@ -131,6 +143,15 @@ class FastTransport:
         response = await self._client._endpoint.http_session.send(request)
         body: bytes = await response.content
         return _ANSWERS[op](response.status_code, response.headers, body)
+
+
+def _request_created_handlers(client: Any) -> set[str]:
+    """The names of the handlers botocore runs on request-created for a HeadObject (empty if unknown)."""
+    try:
+        found = client.meta.events._emitter._handlers.prefix_search("request-created.s3.HeadObject")
+        return {str(getattr(h, "__qualname__", h)) for h in found}
+    except AttributeError:
+        return set()
 
 
 # --- answers ---------------------------------------------------------------------------------------
