@@ -1,7 +1,8 @@
 """The SQLite checkpoint: run identity, listing position, one row per object, multipart uploads and parts.
 
 All access goes through one connection used from one thread at a time (the engine's checkpoint
-limiter), so there is a single writer. Rows hold no key material: only key MD5s and fingerprints.
+limiter), so there is a single writer. Rows hold no key material: only key MD5s, fingerprints, and the
+wrapped (encrypted) data keys of envelopes waiting for their instruction file.
 
 `totals` holds objects and bytes per (state, source mode, action), kept by triggers in the same
 transaction as every write to `objects`: `rekey status` and the report's summary read it instead of
@@ -24,6 +25,7 @@ from typing import Any
 from engine.lock import unwritable_message
 from engine.ranges import KeyRange
 from workers.errors import CheckpointError
+from workers.job import PendingEnvelope
 from workers.model import Action, Mode, ObjectRef, Outcome, PartResult, State
 
 SCHEMA_VERSION = "1"
@@ -72,6 +74,15 @@ CREATE TABLE IF NOT EXISTS parts (
     etag TEXT NOT NULL,
     size INTEGER NOT NULL,
     PRIMARY KEY (upload_id, part_number)
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    key TEXT NOT NULL,
+    version_id TEXT NOT NULL DEFAULT '',
+    dest_key TEXT NOT NULL,
+    old_etag TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (key, version_id)
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -369,12 +380,14 @@ class Checkpoint:
                 (ref.key, vid)).fetchone()
             if self.run_id and row["queued_run"] == self.run_id:
                 continue  # already on its way in this run
-            if row["state"] in (State.DONE.value, State.SKIPPED.value) and ref.etag in (
-                    row["etag"], row["new_etag"]):
+            ours = ref.etag in (row["etag"], row["new_etag"])
+            if row["state"] in (State.DONE.value, State.SKIPPED.value) and ours:
                 continue  # finished in an earlier pass and unchanged since
+            # Someone else's write since: the source mode seen before is not this object's.
             self._conn.execute(
-                "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ? "
-                "WHERE key = ? AND version_id = ?", (ref.size, ref.etag, now, ref.key, vid))
+                "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ?, "
+                "source_mode = CASE WHEN ? THEN source_mode END WHERE key = ? AND version_id = ?",
+                (ref.size, ref.etag, now, ours, ref.key, vid))
             todo.append(ref)
         return todo
 
@@ -435,17 +448,49 @@ class Checkpoint:
         who = list(actors) + [None] * (len(outcomes) - len(actors))
         with self._tx():
             self._conn.executemany(
-                "UPDATE objects SET state = ?, action = ?, source_mode = ?, target_mode = ?, "
-                "last_error = ?, error_kind = ?, new_etag = COALESCE(?, new_etag), "
-                "bytes_copied = ?, bytes_through_client = ?, retries = retries + ?, "
-                "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ?, actor = ? "
-                "WHERE key = ? AND version_id = ?",
-                [(o.state.value, o.action.value,
+                # The source mode is the first one seen for this object (an in-place write replaces it).
+                "UPDATE objects SET state = ?, action = ?, source_mode = COALESCE(source_mode, ?), "
+                "target_mode = ?, last_error = ?, error_kind = ?, new_etag = COALESCE(?, new_etag), "
+                "bytes_copied = ?, bytes_through_client = ?, retries = retries + ?, attempts = attempts + 1, "
+                "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ?, actor = ?, "
+                "size = COALESCE(?, size), etag = COALESCE(?, etag) WHERE key = ? AND version_id = ?",
+                [(o.state.value, o.action.value if o.action else None,
                   o.source_mode.value if o.source_mode else None,
                   o.target_mode.value if o.target_mode else None,
                   o.error, o.error_kind, o.new_etag, o.bytes_copied, o.bytes_through_client, o.retries,
-                  o.plaintext_sha256, now, actor, o.key, o.version_id or "") for o, actor in zip(outcomes, who,
-                                                                                              strict=True)])
+                  o.plaintext_sha256, now, actor, o.size, o.etag or None, o.key, o.version_id or "")
+                 for o, actor in zip(outcomes, who, strict=True)])
+
+    def record_source_mode(self, key: str, version_id: str, mode: Mode) -> None:
+        """The source mode as found, before a write that replaces the object (kept if one is known)."""
+        with self._tx():
+            self._conn.execute("UPDATE objects SET source_mode = COALESCE(source_mode, ?), started_at = ? "
+                               "WHERE key = ? AND version_id = ?", (mode.value, time.time(), key, version_id))
+
+    # --- envelopes waiting for their instruction file ---------------------------------------------------
+
+    def put_envelope(self, key: str, version_id: str, dest_key: str, old_etag: str,
+                     instruction: dict[str, str]) -> None:
+        with self._tx():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO envelopes (key, version_id, dest_key, old_etag, instruction, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (key, version_id, dest_key, old_etag,
+                                              json.dumps(instruction, sort_keys=True), time.time()))
+
+    def drop_envelope(self, key: str, version_id: str) -> None:
+        with self._tx():
+            self._conn.execute("DELETE FROM envelopes WHERE key = ? AND version_id = ?", (key, version_id))
+
+    def envelope_for(self, key: str, version_id: str) -> PendingEnvelope | None:
+        r = self._conn.execute("SELECT dest_key, old_etag, instruction FROM envelopes WHERE key = ? AND "
+                               "version_id = ?", (key, version_id)).fetchone()
+        if r is None:
+            return None
+        return PendingEnvelope(r[0], r[1], {str(k): str(v) for k, v in json.loads(r[2]).items()})
+
+    def envelopes(self) -> list[tuple[str, str]]:
+        """(key, destination key) of every envelope still waiting for its instruction file."""
+        return [(r[0], r[1]) for r in self._conn.execute("SELECT key, dest_key FROM envelopes ORDER BY key")]
 
     def get(self, key: str, version_id: str = "") -> ObjectRow | None:
         r = self._conn.execute("SELECT * FROM objects WHERE key = ? AND version_id = ?",

@@ -36,7 +36,7 @@ def report_format(path: str) -> str:
 def entry(outcome: Outcome, *, bucket: str, actor: str | None, finished_at: str) -> dict[str, Any]:
     return {
         "bucket": bucket, "key": outcome.key, "version_id": outcome.version_id, "state": outcome.state.value,
-        "action": outcome.action.value,
+        "action": outcome.action.value if outcome.action else None,
         "source_mode": outcome.source_mode.value if outcome.source_mode else None,
         "target_mode": outcome.target_mode.value if outcome.target_mode else None,
         "bytes_copied": outcome.bytes_copied, "bytes_through_client": outcome.bytes_through_client,

@@ -15,6 +15,7 @@ from typing import Any
 from workers.errors import ConfigError
 from workers.keys import load_key_file
 from workers.model import Encryption, Location, Mode, SecretKey
+from workers.route import can_copy_between, same_objects
 from workers.s3 import Endpoint
 
 MiB = 1024 * 1024
@@ -185,6 +186,11 @@ class Config:
         for name, value in (t.cse.identity() if t.cse else {}).items():
             out[f"target.cse.{name}"] = value
         return out
+
+    @property
+    def same_endpoint(self) -> bool:
+        """A server-side copy is possible between source and destination (in place, always)."""
+        return self.destination.in_place or can_copy_between(self.source.endpoint, self.destination.endpoint)
 
     def describe_target(self) -> str:
         t = self.target
@@ -526,8 +532,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None, path: str
         prefix = dst.text("prefix")
         endpoint = _endpoint(dst, pool, lean) if dst.text("endpoint_url") or dst.text("profile") else source.endpoint
         dst_prefix = source.location.prefix if prefix is None else prefix
-        in_place = (bucket == source.location.bucket and dst_prefix == source.location.prefix
-                    and endpoint.endpoint_url == source.endpoint.endpoint_url)
+        in_place = same_objects(source.endpoint, source.location.bucket, source.location.prefix,
+                                endpoint, bucket, dst_prefix)
         destination = Destination(Location(bucket, dst_prefix), endpoint, in_place)
     else:
         destination = Destination(source.location, source.endpoint, True)

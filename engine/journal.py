@@ -1,20 +1,20 @@
 """The checkpoint seen from the event loop: every SQLite call in one worker thread, one at a time.
 
-Implements the workers' `PartJournal` and `Capabilities` hooks on top of `Checkpoint`.
+Implements the workers' `PartJournal` and `ObjectJournal` hooks on top of `Checkpoint`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
 from engine.checkpoint import Checkpoint, UploadRow, database_error_message
 from workers.errors import CheckpointError
-from workers.job import UploadResume
-from workers.model import ObjectRef, PartResult
+from workers.job import PendingEnvelope, UploadResume
+from workers.model import Mode, ObjectRef, PartResult
 
 T = TypeVar("T")
 
@@ -27,8 +27,6 @@ class AsyncCheckpoint:
         self._limiter = anyio.CapacityLimiter(1)
         self._on_part = on_part                   # progress: (key, bytes) as each multipart part completes
         self._upload_keys: dict[str, str] = {}    # upload id -> object key
-        caps = checkpoint.get_json("capabilities") or {}
-        self._caps: dict[str, bool] = {str(k): bool(v) for k, v in caps.items()}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the checkpoint's thread; an SQLite failure (disk full, folder made read-only) ends
@@ -69,17 +67,17 @@ class AsyncCheckpoint:
                                 row.dest_bucket, row.dest_key, row.created_at)
         return await self.run(read)
 
-    # --- Capabilities ------------------------------------------------------------------------------
+    # --- ObjectJournal ---------------------------------------------------------------------------
 
-    def get(self, name: str) -> bool | None:
-        return self._caps.get(name)
+    async def source_seen(self, ref: ObjectRef, mode: Mode) -> None:
+        await self.run(self.sync.record_source_mode, ref.key, ref.version_id or "", mode)
 
-    async def learn(self, name: str, value: bool) -> None:
-        if self._caps.get(name) == value:
-            return
-        self._caps[name] = value
-        await self.run(self.sync.set_json, "capabilities", dict(self._caps))
+    async def envelope_pending(self, ref: ObjectRef, *, dest_key: str, old_etag: str,
+                               instruction: Mapping[str, str]) -> None:
+        await self.run(self.sync.put_envelope, ref.key, ref.version_id or "", dest_key, old_etag, dict(instruction))
 
-    @property
-    def capabilities(self) -> dict[str, bool]:
-        return dict(self._caps)
+    async def envelope_written(self, ref: ObjectRef) -> None:
+        await self.run(self.sync.drop_envelope, ref.key, ref.version_id or "")
+
+    async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
+        return await self.run(self.sync.envelope_for, ref.key, ref.version_id or "")

@@ -33,14 +33,14 @@ import gzip
 import io
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote_plus
 
 import anyio.to_thread
 
-from engine.listing import KeyFilter
+from engine.listing import KeyFilter, pair_instruction_files
 from workers.errors import ConfigError
 from workers.model import Encryption, Mode, ObjectRef
 
@@ -257,6 +257,13 @@ def _wanted(row: ManifestRow, bucket: str, key_filter: KeyFilter) -> bool:
     return row.is_latest and not row.is_delete_marker and key_filter.wants(row.key)
 
 
+def _pair_in_page(refs: list[ObjectRef]) -> list[ObjectRef]:
+    """Instruction files listed with their object (same page) travel with it; the pairing of the others
+    is not known (rows are in no order), so the run looks for their instruction files itself."""
+    paired = pair_instruction_files(refs)
+    return [r if r.paired else replace(r, paired=None) for r in paired]
+
+
 def _take(rows: Iterator[ManifestRow], count: int) -> list[ManifestRow]:
     out: list[ManifestRow] = []
     for row in rows:
@@ -305,6 +312,6 @@ async def _pages(rows: Iterator[ManifestRow], key_filter: KeyFilter, *, bucket: 
             break
         if page is not None:
             yield page, position, False
-        page = [row_ref(r) for r in chunk if r.line > first and _wanted(r, bucket, key_filter)]
+        page = _pair_in_page([row_ref(r) for r in chunk if r.line > first and _wanted(r, bucket, key_filter)])
         position = _position(max(first, chunk[-1].line))
     yield page or [], position, True

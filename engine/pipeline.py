@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from engine.capabilities import CapabilityStore
 from engine.checkpoint import Checkpoint
 from engine.completion import CompletionReport
 from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
@@ -24,25 +26,27 @@ from engine.progress import Progress
 from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
+from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, target_applied
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError
-from workers.job import Capabilities, CseSettings, Job, PartJournal, UploadResume
+from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
 from workers.memory import MemoryBudget
-from workers.migrate import CAP_COPY_FIRST
 from workers.model import Encryption, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
     check_bucket,
+    probe_if_match,
     probe_part_copy_into_sse_c,
     probe_target,
     website_configured,
 )
 from workers.s3 import S3, Endpoint, Kms
-from workers.update_encryption import CAP_UPDATE_ENCRYPTION, probe_update_encryption, why_not_applicable
+from workers.update_encryption import probe_update_encryption, why_not_applicable
 
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
 STREAM_BUFFERS = 6      # part buffers read-and-not-yet-written, and as many waiting to upload, for the whole run
 FLUSH_SECONDS = 0.5
+log = logging.getLogger("rekey.pipeline")
 
 
 @dataclass(slots=True)
@@ -58,6 +62,8 @@ class RunResult:
     retries: int = 0
     min_window: int = 0
     interrupted: bool = False   # a stop (SIGINT/SIGTERM) came: in-flight objects were settled, others left
+    objects_done: int = 0       # outcomes this run recorded (every state)
+    bytes_done: int = 0         # their bytes
     fatal: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
     executor: ExecutorStats = field(default_factory=lambda: ExecutorStats("local", 1))
@@ -138,21 +144,21 @@ def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = Fa
                            settings=config.settings())
 
 
-def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, kms: Kms | None = None) -> Job:
+def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, kms: Kms | None = None,
+             caps: CapabilityHook | None = None) -> Job:
+    """The job of a run (`acp` set) or of `rekey plan` (no checkpoint writes: `acp` None)."""
     run = config.run
-    return Job(
-        source=source, dest=dest, src=config.source.location, dst=config.destination.location,
-        in_place=config.destination.in_place,
-        same_endpoint=config.destination.endpoint is config.source.endpoint
-        or config.destination.endpoint == config.source.endpoint,
-        target=config.target.encryption, source_sse_c_key=config.source.sse_c_key,
+    route = Route(source=source, dest=dest, src=config.source.location, dst=config.destination.location,
+                  in_place=config.destination.in_place, same_endpoint=config.same_endpoint)
+    policy = Policy(
+        target=config.target.encryption, source_sse_c_key=config.source.sse_c_key, cse=cse_settings(config, kms),
         part_size=run.part_size, multipart_threshold=run.multipart_threshold,
         part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value != "none",
-        verify_auto=run.verify.value == "auto",
-        memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-        write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-        journal=acp, caps=acp, cse=cse_settings(config, kms), copy_first=run.copy_first,
-    )
+        verify_auto=run.verify.value == "auto", copy_first=run.copy_first)
+    hooks = Hooks(memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
+                  write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
+                  journal=acp, objects=acp, caps=caps or LocalCapabilities())
+    return Job(route, policy, hooks)
 
 
 async def check_buckets(job: Job) -> None:
@@ -163,41 +169,54 @@ async def check_buckets(job: Job) -> None:
             tg.start_soon(check_bucket, job.dest, job.dst.bucket, "destination")
 
 
-async def _probe_target_applied(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
+async def _probe_target_applied(config: Config, job: Job) -> None:
     """A scratch object written in the target mode must come back in it (once per checkpoint)."""
     target = config.target
-    name = f"target_applied:{target.mode.value}:{target.encryption.kms_key_id or ''}"
-    if acp.get(name) is not True:
+    name = f"{target.mode.value}:{target.encryption.kms_key_id or ''}"
+    if job.caps.current.targets_applied.get(name) is not True:
         why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
         if why is not None:
             raise UnsafeTargetError(
                 f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
                 "refusing to replace objects with ones it would not protect", bucket=job.dst.bucket, op="probe")
-        await acp.learn(name, True)
+        await job.caps.learn(target_applied(name, True))
 
 
-async def preflight(config: Config, job: Job, acp: AsyncCheckpoint) -> None:
+async def _probe_if_match(job: Job) -> None:
+    """In place every write is guarded by If-Match: learn once whether this endpoint honours it."""
+    honoured, why = await probe_if_match(job.dest, job.dst.bucket, job.dst.prefix, retry=job.retry)
+    if honoured is False:
+        log.warning("this endpoint does not honour If-Match on writes (%s): in-place writes go unguarded, "
+                    "so a write by someone else during a copy can be overwritten", why)
+    if honoured is not None:
+        await job.caps.learn(flag(Topic.IF_MATCH, honoured))
+
+
+async def preflight(config: Config, job: Job) -> None:
     """Before the first write: the target encryption is really applied by this endpoint, and what this
     endpoint can do is known. Runs while the listing starts (see Run.run)."""
     target = config.target
     if target.mode != Mode.CSE:
         # First: while the server answers the first write into the bucket (SeaweedFS allocates volumes,
         # 0.2 s), the listing makes the botocore client the rest of the run needs.
-        await _probe_target_applied(config, job, acp)
-    if job.copy_first and not job.in_place and acp.get(CAP_COPY_FIRST) is not False and \
+        await _probe_target_applied(config, job)
+    caps = job.caps
+    if job.policy.copy_first and not job.in_place and caps.current.copy_first is not False and \
             await website_configured(job.source, job.src.bucket):
         # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
-        await acp.learn(CAP_COPY_FIRST, False)
+        await caps.learn(flag(Topic.COPY_FIRST, False))
+    if job.in_place and caps.current.if_match is None:
+        await _probe_if_match(job)
     if target.mode == Mode.CSE:
         return
-    if (config.run.update_in_place == UpdateInPlace.AUTO and acp.get(CAP_UPDATE_ENCRYPTION) is None
+    if (config.run.update_in_place == UpdateInPlace.AUTO and caps.current.update_encryption is None
             and why_not_applicable(Encryption(Mode.SSE_S3), target.encryption, in_place=job.in_place) is None):
         # Never trusted untested: SeaweedFS and moto store the request as the object's data.
         why = await probe_update_encryption(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
-        await acp.learn(CAP_UPDATE_ENCRYPTION, why is None)
-    if target.mode == Mode.SSE_C and acp.get("upload_part_copy_into_sse_c") is None:
+        await caps.learn(flag(Topic.UPDATE_ENCRYPTION, why is None))
+    if target.mode == Mode.SSE_C and caps.current.part_copy_into_sse_c is None:
         ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
-        await acp.learn("upload_part_copy_into_sse_c", ok)
+        await caps.learn(flag(Topic.PART_COPY_INTO_SSE_C, ok))
 
 
 class Run:
@@ -217,6 +236,8 @@ class Run:
         self.progress = progress
         self.key_filter = KeyFilter.from_config(config)
         self.had_uploads: set[tuple[str, str]] = set()
+        self.objects_done = 0
+        self.bytes_done = 0
 
     def _pages(self, position: str) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
         if self.config.source.manifest:
@@ -353,7 +374,7 @@ class Run:
                         items.append(recv.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                batch = Batch(items, await self._resumes(items), self.acp.capabilities)
+                batch = Batch(items, await self._resumes(items), self.job.caps.current.to_flags())
                 await out.send(await self.executor.migrate_batch(batch))
 
     async def _resumes(self, items: list[Item]) -> dict[tuple[str, str], UploadResume]:
@@ -390,6 +411,8 @@ class Run:
                     batch.append(outcome)
                     actors.append(finished.actor)
                     self.progress.finished(outcome)
+                    self.objects_done += 1
+                    self.bytes_done += outcome.size or 0
                 if len(batch) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
                     await flush()
                     batch, actors, last = [], [], time.monotonic()
@@ -446,15 +469,17 @@ def first_fatal(exc: BaseException) -> FatalError | None:
 
 
 @contextlib.asynccontextmanager
-async def worker_context(config: Config, hooks: PartJournal, caps: Capabilities, *,
-                         confirm_delete_noncurrent: bool) -> AsyncIterator[WorkerContext]:
+async def worker_context(config: Config, hooks: PartJournal, caps: CapabilityHook, *,
+                         confirm_delete_noncurrent: bool,
+                         objects: ObjectJournal | None = None) -> AsyncIterator[WorkerContext]:
     """What a worker away from the driver (a Ray actor) needs: its own clients, throttle and retries, and the
     driver's journal and capabilities behind `hooks`/`caps`. Handed to the executor (not imported by it) so
     that the executor package never imports the pipeline."""
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
     retrier = Retrier(throttle, max_retries=config.run.max_retries)
     async with open_clients(config, retrier) as (source, dest, kms):
-        job = replace(make_job(config, source, dest, None, kms), journal=hooks, caps=caps)
+        job = make_job(config, source, dest, None, kms, caps)
+        job = replace(job, hooks=replace(job.hooks, journal=hooks, objects=objects))
         yield WorkerContext(ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent),
                             throttle)
 
@@ -484,17 +509,19 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
     result = RunResult(exit_code=0)
     completion = CompletionReport(completion_report, config.destination.location.bucket) \
         if completion_report else None
+    store = CapabilityStore(acp)
+    flow: Run | None = None
     try:
         if completion is not None:
             completion.open()
         async with open_clients(config, retrier) as (source, dest, kms):
-            job = make_job(config, source, dest, acp, kms)
+            job = make_job(config, source, dest, acp, kms, store)
             executor = make_executor(config, job, throttle, confirm_delete_noncurrent=confirm_delete_noncurrent)
             try:
                 await check_buckets(job)
                 async with executor.session():
-                    await Run(config, job, acp, executor, progress, completion=completion,
-                              stop=stop).run(lambda: preflight(config, job, acp))
+                    flow = Run(config, job, acp, executor, progress, completion=completion, stop=stop)
+                    await flow.run(lambda: preflight(config, job))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:
@@ -511,6 +538,8 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                 # Objects read back per path by this process's workers (Ray actors keep their own counts;
                 # the verdicts reach the capabilities either way).
                 result.read_back = {k: v for k, v in job.calibration.items() if k.startswith("readback_")}
+                if flow is not None:
+                    result.objects_done, result.bytes_done = flow.objects_done, flow.bytes_done
     finally:
         progress.close()
         if completion is not None:
@@ -520,7 +549,7 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
         result.elapsed = time.monotonic() - started
         stats = throttle.statistics()
         result.throttles, result.retries, result.min_window = stats.throttles, stats.retries, stats.min_window
-        result.capabilities = acp.capabilities
+        result.capabilities = store.flags
         todo = sum(result.counts.get(s.value, 0) for s in (State.FAILED, State.CHANGED, State.PENDING,
                                                              State.IN_PROGRESS))
         result.exit_code = 1 if todo else 0

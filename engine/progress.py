@@ -123,7 +123,7 @@ class Progress:
         moved = outcome.bytes_copied or outcome.bytes_through_client // 2
         with self._lock:
             self.states[outcome.state.value] += 1
-            self.actions[outcome.action.value] += 1
+            self.actions[outcome.action.value if outcome.action else "none"] += 1
             rest = max(0, moved - self._credited.pop(outcome.key, 0))
             self.bytes_done += rest
         if self._objects is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from engine.listing import KeyFilter
+from engine.listing import KeyFilter, paired_pages
 from workers.model import ObjectRef
 from workers.s3 import S3
 
@@ -116,21 +116,11 @@ async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange],
 
 
 async def key_range_pages(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange) -> Pages:
-    """One key range of the bucket listing, from its position: pages of wanted refs, the last one flagged."""
-    position = key_range.position
-    pages = s3.list_pages(bucket, key_filter.prefix, start_after=position)
-    page: list[ObjectRef] | None = None
-    async for nxt in pages:
-        inside = [r for r in nxt if key_range.hi is None or r.key <= key_range.hi]
-        ended = len(inside) < len(nxt)
-        if page is not None:
-            yield [r for r in page if key_filter.wants(r.key)], position, False
-        page = inside
-        if inside:
-            position = inside[-1].key
-        if ended:
-            break
-    yield [r for r in (page or []) if key_filter.wants(r.key)], position, True
+    """One key range of the bucket listing, from its position: pages of wanted refs, the last one flagged;
+    objects paired with their instruction files (keys past the range's end are looked at for pairing only)."""
+    pages = s3.list_pages(bucket, key_filter.prefix, start_after=key_range.position)
+    async for page in paired_pages(pages, key_filter, start_after=key_range.position, hi=key_range.hi):
+        yield page
 
 
 def file_ranges(files: Sequence[Path]) -> list[KeyRange]:

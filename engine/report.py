@@ -104,6 +104,10 @@ def build_report(config: Config, cp: Checkpoint, result: RunResult | None, *,
                                                  "trusted": result.capabilities.get(name)}
                 for name in sorted({*result.read_back, *(c for c in result.capabilities
                                                          if c.startswith("readback_"))})},
+            "objects_this_run": result.objects_done,
+            "bytes_this_run": result.bytes_done,
+            "objects_per_second": round(result.objects_done / result.elapsed, 1) if result.elapsed else 0.0,
+            "bytes_per_second": round(result.bytes_done / result.elapsed) if result.elapsed else 0,
             "this_run": result.counts,
         }
         ex = result.executor
@@ -157,9 +161,9 @@ def summary_text(report: dict[str, Any], failed: list[dict[str, Any]] | None = N
                  f"through rekey: {_human(s['bytes_through_client'])}")
     run = report.get("run")
     if run:
-        rate = s["objects"] / run["elapsed_seconds"] if run["elapsed_seconds"] else 0.0
         lines.append(f"elapsed {run['elapsed_seconds']:.1f}s, {run['requests']} requests, "
-                     f"{run['retries']} retries, {run['throttles']} throttles ({rate:.0f} obj/s overall)")
+                     f"{run['retries']} retries, {run['throttles']} throttles; this run {run['objects_this_run']} "
+                     f"objects, {run['objects_per_second']:.0f} obj/s, {_human(run['bytes_per_second'])}/s")
     if failed is None:
         failed = [o for o in report.get("objects", []) if o["state"] in (State.FAILED.value, State.CHANGED.value)]
     for o in failed[:20]:

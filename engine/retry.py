@@ -17,6 +17,7 @@ from typing import TypeVar
 import anyio
 
 from workers.errors import EndpointError, RetryableError
+from workers.job import count_retry
 
 T = TypeVar("T")
 DECREASE_INTERVAL = 0.5  # seconds between two multiplicative decreases of the window
@@ -135,6 +136,7 @@ class Retrier:
                 if attempt >= self.max_retries or (refused_only and not exc.throttled):
                     raise
                 self.throttle.retries += 1
+                count_retry()
                 await anyio.sleep(self.backoff(attempt, exc.retry_after))
                 attempt += 1
                 continue
@@ -149,6 +151,7 @@ class Retrier:
                 if now - lost_since > self.endpoint_wait:
                     raise
                 self.throttle.retries += 1
+                count_retry()
                 await anyio.sleep(min(2.0, self.backoff(attempt, None) + 0.5))
                 attempt = min(attempt + 1, 6)
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -39,14 +39,14 @@ from workers.cse import (
     parse_envelope,
     rewrap_envelope,
 )
-from workers.errors import CorruptObjectError, ObjectChangedError, ObjectError, RekeyError, VerifyError
+from workers.errors import CorruptObjectError, FatalError, ObjectChangedError, ObjectError, RekeyError, VerifyError
 from workers.job import CseSettings, Job
 from workers.memory import MemoryBudget
 from workers.model import Encryption, ObjectHead, ObjectRef, SecretKey
 from workers.multipart import SendPart, run_ordered_upload
 from workers.parts import adjust_part_size
 from workers.s3 import Attributes, CopyRequest, CreateUpload, Directive, PutRequest, Source
-from workers.serverside import dest_key_enc, source_tags
+from workers.serverside import dest_key_enc, source_tags, write_guard
 from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
 
 TAG_LEN = 16
@@ -283,6 +283,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     encryptor = None
     instruction: dict[str, str] | None = None
     digest_with = decrypt_with if decryptor is not None else None  # the data key the digest is keyed by
+    env_written: Envelope | None = None
     if encrypt is not None and encrypt.target is not None:
         if plain_size > GCM_MAX_PLAINTEXT:
             raise ObjectError(f"{plain_size} bytes is over the {GCM_MAX_PLAINTEXT}-byte limit of one GCM stream",
@@ -290,7 +291,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
         data_key = digest_with = new_data_key()
         wrapped = await encrypt.target.wrap(data_key, encrypt.target_format)
         encryptor = ContentEncryptor(data_key, encrypt.target_format)
-        env = encryptor.envelope(wrapped)
+        env = env_written = encryptor.envelope(wrapped)
         await check_unwraps(encrypt.target, env, data_key, job, dest_key)
         obj_meta, instruction = envelope_to_metadata(env, instruction_file=encrypt.instruction_file)
         meta.update(obj_meta)
@@ -304,17 +305,71 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     if instruction is not None and not overwrites_source_file:
         # First: a crash after the data write must never leave data whose key is nowhere.
         await put_instruction(job, dest_key, instruction)
+    elif instruction is not None:
+        # The source's own instruction file can only be replaced once its data is replaced: until then
+        # the new envelope is kept in the checkpoint (workers.core.pending).
+        await record_envelope(job, ref, dest_key, head.etag, instruction)
     try:
         result = await _write(job, ref, head, transform, create, dest_key, plain_size)
-    except BaseException:
-        if instruction is not None and not overwrites_source_file and not job.in_place:
-            with anyio.CancelScope(shield=True):
-                await _forget_instruction(job, dest_key)
+    except Exception:
+        with anyio.CancelScope(shield=True):
+            if instruction is not None and not job.in_place:
+                await _forget_instruction(job, dest_key)   # written by this attempt, for data not written
+            elif instruction is not None:
+                await forget_envelope(job, ref)
         raise
     if instruction is not None and overwrites_source_file:
-        # The source's own instruction file can only be replaced once its data is replaced.
-        await put_instruction(job, dest_key, instruction)
+        assert env_written is not None
+        await put_after_data(job, ref, head, dest_key, result.new_etag or "", env_written, instruction)
     return result
+
+
+async def record_envelope(job: Job, ref: ObjectRef, dest_key: str, old_etag: str,
+                          instruction: Mapping[str, str]) -> None:
+    if job.hooks.objects is not None:
+        await job.hooks.objects.envelope_pending(ref, dest_key=dest_key, old_etag=old_etag,
+                                                 instruction=instruction)
+
+
+async def forget_envelope(job: Job, ref: ObjectRef) -> None:
+    if job.hooks.objects is not None:
+        await job.hooks.objects.envelope_written(ref)
+
+
+async def put_after_data(job: Job, ref: ObjectRef, head: ObjectHead, dest_key: str, new_etag: str,
+                         env: Envelope, instruction: Mapping[str, str]) -> None:
+    """The instruction file of data just written; on refusal, the envelope in the object's metadata."""
+    try:
+        await put_instruction(job, dest_key, dict(instruction))
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        await _envelope_into_metadata(job, ref, head, dest_key, new_etag, env, exc)
+    await forget_envelope(job, ref)
+
+
+async def _envelope_into_metadata(job: Job, ref: ObjectRef, head: ObjectHead, dest_key: str, new_etag: str,
+                                  env: Envelope, refused: RekeyError) -> None:
+    """The instruction file was refused after its data: the full envelope goes into the object's own
+    metadata (a metadata-only copy guarded by the new ETag), so any S3EC client reads the object."""
+    meta, _ = envelope_to_metadata(env, instruction_file=False)
+    req = CopyRequest(bucket=job.dst.bucket, key=dest_key,
+                      source=Source(job.dst.bucket, dest_key, if_match=new_etag or None),
+                      metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
+                      attributes=Attributes.of(head, metadata={**user_metadata(head), **meta}),
+                      if_match=new_etag or None)
+    try:
+        await job.retried(f"envelope into metadata {dest_key}", lambda: job.dest.copy(req))
+    except FatalError:
+        raise
+    except RekeyError as exc:
+        raise ObjectError(f"instruction file refused ({refused.message}) and the envelope could not be put in the "
+                          f"object's metadata either ({exc.message}): the new envelope is kept in the checkpoint "
+                          "and the next run writes it", bucket=job.dst.bucket, key=dest_key, op="put_object") from None
+    await forget_envelope(job, ref)
+    raise ObjectError(f"instruction file refused ({refused.message}): the envelope was put in the object's "
+                      "metadata instead, so it stays readable; the next run moves it to its instruction file",
+                      bucket=job.dst.bucket, key=dest_key + INSTRUCTION_SUFFIX, op="put_object")
 
 
 async def _forget_instruction(job: Job, dest_key: str) -> None:
@@ -376,7 +431,7 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
         req = CopyRequest(bucket=job.dst.bucket, key=dest_key,
                           source=Source(job.src.bucket, ref.key, version_id=ref.version_id, if_match=head.etag),
                           metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
-                          attributes=Attributes.of(head, metadata=meta))
+                          attributes=Attributes.of(head, metadata=meta), if_match=write_guard(job, head))
         new_etag = (await job.dest.copy(req)).etag
     if instruction is None and env.from_instruction_file and job.in_place:
         await delete_instruction(job, ref.key)
@@ -391,8 +446,8 @@ async def delete_instruction(job: Job, key: str) -> None:
 
 async def dest_envelope(job: Job, dest_key: str, head: ObjectHead, *, look_for_file: bool) -> Envelope | None:
     """The client-side envelope of a written object (its metadata, or its instruction file)."""
-    view = Job(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
-               target=job.target)
+    view = Job.of(source=job.dest, dest=job.dest, src=job.dst, dst=job.dst, in_place=True, same_endpoint=True,
+                  target=job.target)
     return await load_envelope(view, ObjectRef(dest_key, head.size, head.etag), head, look_for_file=look_for_file)
 
 

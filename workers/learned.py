@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 
+from workers.capabilities import named
 from workers.job import Job
 
 log = logging.getLogger("rekey.learned")
 
 
 def known(job: Job, name: str) -> bool | None:
-    return None if job.caps is None else job.caps.get(name)
+    return job.caps.current.get(name)
 
 
 async def learn(job: Job, name: str, value: bool) -> None:
-    if job.caps is None or job.caps.get(name) is value:
+    if job.caps.current.get(name) is value:
         return
     log.info("learned about this endpoint: %s = %s", name, value)
-    await job.caps.learn(name, value)
+    await job.caps.learn(named(name, value))

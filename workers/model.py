@@ -114,6 +114,7 @@ class ObjectRef:
     dest_listed: bool = False           # the destination listing was consulted for this key
     dest_size: int | None = None        # size of the destination object it showed (None: none there)
     storage_class: str | None = None    # as ListObjectsV2 shows it (None: not listed, or STANDARD)
+    paired: bool | None = None          # the listing showed `<key>.instruction` (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class Outcome:
 
     key: str
     state: State
-    action: Action
+    action: Action | None       # None: nothing was decided (the object could not be read)
     source_mode: Mode | None
     target_mode: Mode | None
     bytes_copied: int = 0       # bytes the server copied (server-side)
@@ -166,3 +167,5 @@ class Outcome:
     retries: int = 0
     plaintext_sha256: str | None = None
     new_version_id: str | None = None   # versioned buckets: the version the re-encrypted copy became
+    size: int | None = None             # the object's size as read (None: as listed)
+    etag: str | None = None             # the object's ETag as read (None: as listed)

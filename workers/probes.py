@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from workers import sse
 from workers.errors import (
@@ -17,9 +19,11 @@ from workers.errors import (
     RetryableError,
     UnsupportedError,
 )
+from workers.job import Retrier
 from workers.model import Encryption, Mode
-from workers.s3 import S3, CreateUpload, PutRequest, Source
+from workers.s3 import S3, Attributes, CopyRequest, CreateUpload, PutRequest, Source
 
+T = TypeVar("T")
 PROBE_MARKER = ".rekey-probe-"
 
 
@@ -157,3 +161,54 @@ async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: E
         for key in (src_key, dst_key):
             if key in versions or key == dst_key:
                 await delete_scratch(s3, bucket, key, versions.get(key))
+
+
+async def _retried(retry: Retrier | None, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """The boundary retries every request itself; `retry` only for callers that still hand one in."""
+    return await retry(what, fn) if retry is not None else await fn()
+
+
+async def probe_if_match(s3: S3, bucket: str, prefix: str, *,
+                         retry: Retrier | None = None) -> tuple[bool | None, str]:
+    """Does the endpoint honour If-Match on the writes rekey guards in place (PutObject, CopyObject)?
+    On a scratch object, each is sent with an ETag that does not match: it must answer 412 and change
+    nothing. (True, "") when it does; (False, what it did instead); (None, why) when the probe could not
+    tell (its scratch write was refused: per-object writes then show it)."""
+    key = probe_key(prefix)
+    try:
+        put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe")))
+    except (FatalError, RetryableError):
+        raise
+    except RekeyError as exc:
+        return None, f"scratch write refused: {exc.message}"
+    try:
+        why = await _stale_writes_refused(s3, bucket, key, retry)
+        if why is None:
+            head = await _retried(retry, "probe head", lambda: s3.head(bucket, key))
+            why = None if head.etag == put.etag else "the object changed under a refused If-Match"
+        return why is None, why or ""
+    finally:
+        try:
+            await _retried(retry, "probe delete", lambda: s3.delete(bucket, key))
+        except RekeyError:
+            pass
+
+
+async def _stale_writes_refused(s3: S3, bucket: str, key: str, retry: Retrier | None) -> str | None:
+    stale = '"00000000000000000000000000000000"'
+    writes: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("PutObject", lambda: s3.put(PutRequest(bucket, key, b"overwritten", if_match=stale))),
+        ("CopyObject", lambda: s3.copy(CopyRequest(bucket=bucket, key=key, source=Source(bucket, key),
+                                                   attributes=Attributes(metadata={"p": "1"}), if_match=stale))),
+    ]
+    for op, write in writes:
+        try:
+            await _retried(retry, f"probe {op}", write)
+        except ObjectChangedError:
+            continue   # 412: honoured
+        except (FatalError, RetryableError):
+            raise
+        except RekeyError as exc:
+            return f"{op} with If-Match answered {exc.message}"
+        return f"{op} with a stale If-Match was applied"
+    return None

@@ -33,8 +33,19 @@ async def copy_object(job: Job, ref: ObjectRef, head: ObjectHead) -> Written:
     """
     req = CopyRequest(bucket=job.dst.bucket, key=job.dest_key(ref.key), source=copy_source(job, head, ref),
                       encryption=job.target, metadata_directive=Directive.REPLACE,
-                      tagging_directive=Directive.COPY, attributes=Attributes.of(head))
+                      tagging_directive=Directive.COPY, attributes=Attributes.of(head),
+                      if_match=write_guard(job, head))
     return await job.dest.copy(req)
+
+
+def write_guard(job: Job, head: ObjectHead) -> str | None:
+    """In place, the write replaces the object only if it is still the one that was read (If-Match on
+    the destination, checked when the write lands): a concurrent overwrite during a long copy gives 412
+    (recorded as changed), never a clobber with older data. Left out where the server was found to
+    ignore or refuse it (capability `if_match`, probed before the first write)."""
+    if not job.in_place or not head.etag or job.caps.current.if_match is False:
+        return None
+    return head.etag
 
 
 async def source_tags(job: Job, ref: ObjectRef) -> dict[str, str]:
@@ -94,4 +105,4 @@ async def multipart_copy(job: Job, ref: ObjectRef, head: ObjectHead, *,
 
     return await run_multipart(
         job, ref, kind="part-copy", part_size=part_size, spans=split(head.size, part_size), create=create,
-        upload_part=upload_part, complete_encryption=dest_enc)
+        upload_part=upload_part, complete_encryption=dest_enc, complete_if_match=write_guard(job, head))

@@ -22,7 +22,7 @@ from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
 from workers.multipart import run_multipart
 from workers.parts import PartSpan, adjust_part_size, split
 from workers.s3 import Attributes, CreateUpload, PutRequest, Written
-from workers.serverside import dest_key_enc, source_tags
+from workers.serverside import dest_key_enc, source_tags, write_guard
 
 log = logging.getLogger("rekey.stream")
 
@@ -141,7 +141,9 @@ async def _stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, tags: Mapping
 def replace_guard(job: Job, head: ObjectHead, *, unquoted: bool = False) -> str | None:
     """In place, the final write replaces the object only if it is still the one that was read: a
     concurrent overwrite gives 412 (recorded as changed), never a clobber. `unquoted`: the ETag without
-    its quotes, for servers that match only that form."""
-    if not (job.in_place and head.etag):
+    its quotes, for servers that match only that form. Left out where the server was found to ignore
+    If-Match (see `workers.serverside.write_guard`)."""
+    etag = write_guard(job, head)
+    if etag is None:
         return None
-    return head.etag.strip('"') if unquoted else head.etag
+    return etag.strip('"') if unquoted else etag

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
+from workers.capabilities import Topic, flag
+from workers.core.decide import why_not_applicable as why_not_applicable
 from workers.errors import ObjectChangedError, ObjectError, RekeyError, UnsupportedError, VerifyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef
@@ -31,24 +32,6 @@ log = logging.getLogger("rekey.update_encryption")
 
 CAP_UPDATE_ENCRYPTION = "update_object_encryption"   # True only after a probe showed it works
 OPERATION = "update_object_encryption"
-# The KMSKeyArn pattern of the S3 API model (botocore's s3 service-2.json).
-KEY_ARN = re.compile(r"^arn:aws[a-zA-Z0-9-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[a-zA-Z0-9-]+$")
-_SOURCES = (Mode.SSE_S3, Mode.SSE_KMS)
-
-
-def why_not_applicable(source: Encryption, target: Encryption, *, in_place: bool) -> str | None:
-    """Why UpdateObjectEncryption cannot turn `source` into `target`, or None when it can. Pure."""
-    if not in_place:
-        return "only in place (it changes the object in its own bucket)"
-    if target.mode != Mode.SSE_KMS:
-        return f"only to SSE-KMS (target is {target.mode.value})"
-    if source.mode not in _SOURCES:
-        return f"only from SSE-S3 or SSE-KMS (object is {source.mode.value})"
-    if not target.kms_key_id or not KEY_ARN.match(target.kms_key_id):
-        return "needs the target KMS key as a full key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
-    if target.context:
-        return "cannot set an encryption context"
-    return None
 
 
 async def _send(s3: S3, bucket: str, key: str, target: Encryption, version_id: str | None = None) -> str | None:
@@ -68,7 +51,7 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
     An object changed or deleted meanwhile raises `ObjectChangedError`, as a copy would.
     """
     why = why_not_applicable(head.encryption, job.target, in_place=job.in_place)
-    if why is not None or job.caps is None or job.caps.get(CAP_UPDATE_ENCRYPTION) is not True:
+    if why is not None or job.caps.current.update_encryption is not True:
         return False
     version_id = ref.version_id or head.version_id
     try:
@@ -76,7 +59,7 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
             job.source, job.src.bucket, ref.key, job.target, version_id)
     except UnsupportedError:
         log.info("learned about this endpoint: %s = False (it answered NotImplemented)", CAP_UPDATE_ENCRYPTION)
-        await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
+        await job.caps.learn(flag(Topic.UPDATE_ENCRYPTION, False))
         return False
     except ObjectChangedError:
         raise
@@ -85,7 +68,7 @@ async def update_object_encryption(job: Job, ref: ObjectRef, head: ObjectHead) -
         return False
     if etag is not None and head.etag and etag != head.etag:
         # What SeaweedFS and moto do: the request was stored as the object's new content.
-        await job.caps.learn(CAP_UPDATE_ENCRYPTION, False)
+        await job.caps.learn(flag(Topic.UPDATE_ENCRYPTION, False))
         raise VerifyError("UpdateObjectEncryption answered with a new ETag: the endpoint stored the request as "
                           "the object's data (it does not implement the operation)",
                           bucket=job.src.bucket, key=ref.key, op=OPERATION)

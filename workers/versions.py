@@ -23,6 +23,9 @@ from dataclasses import replace
 from typing import Any
 
 from workers import sse
+from workers.capabilities import copy_applies
+from workers.core.learn import head_source
+from workers.core.migrate import migrate_object
 from workers.cse import detect_format, needs_instruction_file
 from workers.errors import (
     FatalError,
@@ -32,7 +35,6 @@ from workers.errors import (
     VerifyError,
 )
 from workers.job import Job
-from workers.migrate import CAP_COPY_APPLIES, describe_error, head_source, migrate_object
 from workers.model import Action, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.parts import MAX_SINGLE_COPY
 from workers.s3 import Attributes, CopyRequest, Directive, PutRequest, Source, Written
@@ -80,6 +82,11 @@ async def migrate_versions(job: Job, versions: list[ObjectRef], noncurrent: str,
         state, reason = describe_error(exc)
         return [_outcome(job, v, None, state=state, action=Action.RECREATE, error=reason,
                          error_kind=type(exc).__name__) for v in versions]
+
+
+def describe_error(exc: RekeyError) -> tuple[State, str]:
+    """The state and the one-line reason an object error is recorded with."""
+    return (State.CHANGED if isinstance(exc, ObjectChangedError) else State.FAILED), str(exc)
 
 
 def _outcome(job: Job, ref: ObjectRef, head: ObjectHead | None, *, state: State = State.SKIPPED,
@@ -180,8 +187,8 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
         raise UnsupportedError(f"versions above {MAX_SINGLE_COPY} bytes cannot be re-created yet",
                                bucket=job.src.bucket, key=ref.key, op="recreate_version")
     marked = replace(head, metadata={**head.metadata, MARKER: str(ref.version_id)})
-    cap = CAP_COPY_APPLIES.format(src=head.encryption.mode.value, dst=job.target.mode.value)
-    if job.caps is None or job.caps.get(cap) is not False:
+    path = (head.encryption.mode, job.target.mode)
+    if job.caps.current.copy_applies.get(path) is not False:
         new_vid = await _copy_version(job, ref, marked, expect_top)
         written, why = await _check_version(job, ref, head, new_vid)
         if why is None:
@@ -189,8 +196,7 @@ async def recreate_version(job: Job, ref: ObjectRef, head: ObjectHead, *, expect
         if written.size != head.size or written.encryption.mode not in (head.encryption.mode, job.target.mode):
             raise VerifyError(f"re-created version {new_vid} is not as asked: {why}", bucket=job.dst.bucket,
                               key=ref.key, op="verify")
-        if job.caps is not None:
-            await job.caps.learn(cap, False)
+        await job.caps.learn(copy_applies(path, False))
         await job.dest.delete(   # ours, seconds old, wrong
             job.dst.bucket, ref.key, version_id=new_vid)
     if head.size > job.single_put_max:

@@ -9,9 +9,8 @@ from engine.config import Config
 from engine.executor.base import Item
 from engine.manifest import trusted_skip
 from engine.retry import Throttle
-from workers.errors import FatalError, ObjectGoneError, RekeyError
+from workers.core.migrate import migrate_object
 from workers.job import Job
-from workers.migrate import describe_error, migrate_object
 from workers.model import Action, ObjectRef, Outcome, State
 from workers.multipart import abandon
 from workers.versions import migrate_versions
@@ -25,11 +24,12 @@ class ItemContext:
     noncurrent: str = "keep"
     confirm_delete_noncurrent: bool = False
     trust_manifest_encryption: bool = False
+    from_manifest: bool = False             # keys come from a manifest: a key that does not exist is failed
 
     @classmethod
     def of(cls, config: Config, job: Job, *, confirm_delete_noncurrent: bool) -> ItemContext:
         return cls(job, config.run.noncurrent.value, confirm_delete_noncurrent,
-                   config.source.manifest_trust_encryption)
+                   config.source.manifest_trust_encryption, bool(config.source.manifest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +45,10 @@ class WorkerContext:
         return job.source.requests + (job.dest.requests if job.dest is not job.source else 0)
 
 
-async def process_one(job: Job, ref: ObjectRef) -> Outcome:
-    """migrate_object, with per-object errors turned into outcomes; fatal errors propagate."""
-    try:
-        return await migrate_object(job, ref)
-    except FatalError:
-        raise
-    except ObjectGoneError as exc:
-        # HeadObject says 404: deleted by someone else since it was listed. Nothing to re-encrypt.
-        return Outcome(key=ref.key, state=State.SKIPPED, action=Action.SKIP, source_mode=None,
-                       target_mode=job.target.mode, version_id=ref.version_id,
-                       error=f"{exc.where()}: deleted since it was listed", error_kind=type(exc).__name__)
-    except RekeyError as exc:
-        state, reason = describe_error(exc)
-        return Outcome(key=ref.key, state=state, action=Action.SKIP if state == State.CHANGED else Action.COPY,
-                       source_mode=None, target_mode=job.target.mode, version_id=ref.version_id,
-                       error=reason, error_kind=type(exc).__name__)
+async def process_one(job: Job, ref: ObjectRef, *, listed: bool = True) -> Outcome:
+    """One object's outcome (workers.core.migrate builds it, per-object errors included); fatal errors
+    propagate. `listed=False`: the key comes from a manifest (a missing one is failed, not skipped)."""
+    return await migrate_object(job, ref, listed=listed)
 
 
 async def migrate_item(ctx: ItemContext, item: Item, *, had_upload: bool = False) -> list[Outcome]:
@@ -73,7 +61,7 @@ async def migrate_item(ctx: ItemContext, item: Item, *, had_upload: bool = False
     if ctx.trust_manifest_encryption and trusted_skip(item, job.target):
         return [Outcome(key=item.key, state=State.SKIPPED, action=Action.SKIP, source_mode=item.listed_mode,
                         target_mode=job.target.mode, new_etag=item.etag or None)]
-    outcome = await process_one(job, item)
+    outcome = await process_one(job, item, listed=not ctx.from_manifest)
     if had_upload and job.journal is not None:
         point = await job.journal.resume_point(item)
         if point is not None:

@@ -34,9 +34,10 @@ from engine.config import Config
 from engine.executor.base import Batch, ExecutorStats, Finished, Item, ResumeKey
 from engine.executor.items import ItemContext, WorkerContext
 from workers import errors as rekey_errors
+from workers.capabilities import Capabilities, Fact, parse_fact
 from workers.errors import FatalError
-from workers.job import UploadResume
-from workers.model import ObjectRef, Outcome, PartResult
+from workers.job import PendingEnvelope, UploadResume
+from workers.model import Mode, ObjectRef, Outcome, PartResult
 
 log = logging.getLogger("rekey.ray")
 # pipeline.worker_context, handed in by the driver (and pickled by reference to the actors)
@@ -97,11 +98,11 @@ class ActorHooks:
         self._relay = relay
         self._name = name
         self._resumes: dict[ResumeKey, UploadResume] = {}
-        self._caps: dict[str, bool] = {}
+        self._caps = Capabilities()
 
     def take_batch(self, resumes: Mapping[ResumeKey, UploadResume], caps: Mapping[str, bool]) -> None:
         self._resumes.update(resumes)
-        self._caps.update(caps)
+        self._caps = Capabilities.from_flags({**self._caps.to_flags(), **caps})
 
     async def _send(self, *event: Any) -> None:
         await self._relay.put.remote(self._name, event)
@@ -124,14 +125,34 @@ class ActorHooks:
     async def resume_point(self, ref: ObjectRef) -> UploadResume | None:
         return self._resumes.get((ref.key, ref.version_id or ""))
 
-    def get(self, name: str) -> bool | None:
-        return self._caps.get(name)
+    # --- CapabilityHook: the record the driver handed out, facts sent to the driver's store ---------
 
-    async def learn(self, name: str, value: bool) -> None:
-        if self._caps.get(name) == value:
+    @property
+    def current(self) -> Capabilities:
+        return self._caps
+
+    async def learn(self, fact: Fact) -> None:
+        if self._caps.knows(fact):
             return
-        self._caps[name] = value
-        await self._send("learn", name, value)
+        self._caps = self._caps.learned(fact)
+        await self._send("learn", fact.name, fact.value)
+
+    # --- ObjectJournal: writes go to the driver's checkpoint ------------------------------------------
+
+    async def source_seen(self, ref: ObjectRef, mode: Mode) -> None:
+        await self._send("source_seen", ref, mode)
+
+    async def envelope_pending(self, ref: ObjectRef, *, dest_key: str, old_etag: str,
+                               instruction: Mapping[str, str]) -> None:
+        await self._send("envelope_pending", ref, dest_key, old_etag, dict(instruction))
+
+    async def envelope_written(self, ref: ObjectRef) -> None:
+        await self._send("envelope_written", ref)
+
+    async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
+        # Not handed out with batches yet: an envelope left by a killed run is put again by the next run
+        # on the local executor (the checkpoint keeps it until then).
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +190,7 @@ class MigrationActor:
                 # Key files are read here, on this node: key material is never a task argument.
                 config = parse_config(tomllib.loads(self._text), base=Path(self._base), path=self._path)
                 self._worker = await self._stack.enter_async_context(self._open_worker(
-                    config, self._hooks, self._hooks, confirm_delete_noncurrent=self._confirm))
+                    config, self._hooks, self._hooks, confirm_delete_noncurrent=self._confirm, objects=self._hooks))
         return self._worker
 
     def node(self) -> str:
@@ -344,7 +365,23 @@ class RayExecutor:
         elif kind == "upload_ended":
             await journal.upload_ended(*args)
         elif kind == "learn":
-            await caps.learn(*args)
+            fact = parse_fact(*args)
+            if fact is not None:
+                await caps.learn(fact)
+        else:
+            await self._apply_object_event(kind, args)
+
+    async def _apply_object_event(self, kind: str, args: list[Any]) -> None:
+        objects = self._ctx.job.hooks.objects
+        if objects is None:
+            return
+        if kind == "source_seen":
+            await objects.source_seen(*args)
+        elif kind == "envelope_pending":
+            ref, dest_key, old_etag, instruction = args
+            await objects.envelope_pending(ref, dest_key=dest_key, old_etag=old_etag, instruction=instruction)
+        elif kind == "envelope_written":
+            await objects.envelope_written(*args)
 
     def _is_lost(self, name: str) -> bool:
         return any(a.lost for a in self._actors if a.name.split("@")[0] == name)

@@ -222,8 +222,8 @@ def test_rekey_writes_v2_and_instruction_files(sandbox: SandboxInfo, s3: Any, bu
     objects = by_key(rep)
     for key in bodies:
         assert (objects[key]["state"], objects[key]["action"]) == ("done", "stream"), objects[key]
-    # Instruction files the run itself created may be listed by it: never migrated.
-    assert all(o["action"] == "skip" for k, o in objects.items() if k not in bodies), objects
+    # Instruction files the run itself created are never objects of their own, even when listed by it.
+    assert set(objects) == set(bodies), objects
     reader = official(sandbox, kms_key, allow_v2=True)
     markers: dict[str, dict[str, str]] = {}
     for key, body in bodies.items():
@@ -257,7 +257,7 @@ def test_rekey_writes_v2_and_instruction_files(sandbox: SandboxInfo, s3: Any, bu
             pytest.fail(f"{key}: the official client cannot read it after the second run: {exc}")
         assert got == body, key
     objects = by_key(rep)
-    assert set(objects) == set(expected_keys)
+    assert set(objects) == set(bodies), "an object and its instruction file are one unit"
     migrated = {k: (o["source_mode"], o["action"]) for k, o in objects.items() if o["action"] != "skip"}
     assert not migrated, f"the second run migrated {migrated}"
     assert {o["state"] for o in objects.values()} == {"skipped"}
@@ -431,6 +431,8 @@ def test_tampered_objects_fail_and_nothing_is_written(sandbox: SandboxInfo, s3: 
     for key, reason in tampered.items():
         entry = objects[key]
         assert entry["state"] == "failed", entry
+        assert entry["source_mode"] == "cse", entry   # as found: client-side, tampered or not
+        assert entry["action"] != "skip", entry
         assert reason in (entry["error"] or "").lower(), entry
         assert fingerprint(s3, src, key) == before[key], f"{key}: source changed"
     if dst is not None:

@@ -1,6 +1,6 @@
 """A migration driven by an S3 Inventory-style CSV (URL-encoded keys with spaces and unicode) on SeaweedFS.
 
-The functional test feeds `engine.manifest.manifest_pages` to `workers.migrate.migrate_object` directly; the
+The functional test feeds `engine.manifest.manifest_pages` to `workers.core.migrate.migrate_object` directly; the
 CLI test states the intended `rekey run` behaviour once `[source] manifest` replaces the listing.
 """
 
@@ -16,8 +16,8 @@ from engine.listing import KeyFilter
 from engine.manifest import manifest_pages
 from engine.sandbox import SandboxInfo
 from tests.cli_helpers import load_report, run_rekey, source_section, write_config
+from workers.core.migrate import migrate_object
 from workers.job import Job
-from workers.migrate import migrate_object
 from workers.model import Encryption, Location, Mode, Outcome, State
 from workers.s3 import S3, Endpoint
 
@@ -50,7 +50,7 @@ def test_manifest_pages_drive_exactly_the_listed_objects(sandbox: SandboxInfo, s
 
     async def main() -> list[Outcome]:
         async with S3.open(Endpoint(endpoint_url=sandbox.s3_http, region=sandbox.region)) as s3:
-            job = Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
+            job = Job.of(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
                       same_endpoint=True, target=Encryption(Mode.SSE_S3))
             return [await migrate_object(job, ref)
                     async for refs, _, _ in manifest_pages(path, KeyFilter("", (), ()), bucket=bucket, page_size=2)

@@ -18,8 +18,9 @@ import anyio
 from engine.sandbox import SandboxInfo
 from tests.cli_helpers import MiB, head, sse_c_md5, tags_of
 from tests.helpers import read_back, sse_c_params
-from workers.job import Job
-from workers.migrate import migrate_object
+from workers.capabilities import Capabilities, LocalCapabilities
+from workers.core.migrate import migrate_object
+from workers.job import Hooks, Job
 from workers.model import Encryption, Location, Mode, ObjectRef, SecretKey, State
 from workers.readback import CAP_READBACK
 from workers.s3 import S3, Endpoint
@@ -27,26 +28,20 @@ from workers.s3 import S3, Endpoint
 PATH = "none_to_sse-c_multipart-copy_in-place"
 
 
-class Caps:
-    """The capability record as the engine keeps it (a dict here), pre-seeded with what a probe said."""
-
-    def __init__(self, **values: bool) -> None:
-        self.values = dict(values)
-
-    def get(self, name: str) -> bool | None:
-        return self.values.get(name)
-
-    async def learn(self, name: str, value: bool) -> None:
-        self.values[name] = value
+def Caps(**values: bool) -> LocalCapabilities:
+    """The capability record as the engine keeps it, pre-seeded with what a probe said."""
+    return LocalCapabilities(Capabilities.from_flags(values))
 
 
-def migrate(info: SandboxInfo, bucket: str, keys: list[str], target: Encryption, caps: Caps) -> list[Any]:
+
+
+def migrate(info: SandboxInfo, bucket: str, keys: list[str], target: Encryption, caps: LocalCapabilities) -> list[Any]:
     async def main() -> list[Any]:
         endpoint = Endpoint(endpoint_url=info.s3_https, region=info.region, ca_bundle=info.ca_bundle)
         async with S3.open(endpoint) as s3:
-            job = Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
-                      same_endpoint=True, target=target, part_size=5 * MiB, multipart_threshold=5 * MiB,
-                      caps=caps)
+            job = Job.of(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
+                         same_endpoint=True, target=target, part_size=5 * MiB, multipart_threshold=5 * MiB,
+                         hooks=Hooks(caps=caps))
             out = []
             for key in keys:   # one at a time: the first decides the path for the second
                 out.append(await migrate_object(job, ObjectRef(key, 0, "")))
@@ -65,7 +60,7 @@ def test_a_path_that_does_not_read_back_is_turned_off_and_the_object_rewritten(
 
     outcomes = migrate(sandbox, bucket, sorted(bodies), target, caps)
 
-    assert caps.values.get(CAP_READBACK.format(path=PATH)) is False, caps.values
+    assert caps.current.get(CAP_READBACK.format(path=PATH)) is False, caps.current.to_flags()
     assert [(o.state, o.action.value) for o in outcomes] == [(State.DONE, "stream")] * 2, outcomes
     for key, body in bodies.items():
         h = head(s3, bucket, key, raw)
@@ -86,6 +81,6 @@ def test_a_path_is_trusted_after_its_first_objects_read_back(sandbox: SandboxInf
 
     assert [o.state for o in outcomes] == [State.DONE] * 3
     path = f"none_to_sse-kms_{outcomes[0].action.value}_in-place"
-    assert caps.values.get(CAP_READBACK.format(path=path)) is True, caps.values
+    assert caps.current.get(CAP_READBACK.format(path=path)) is True, caps.current.to_flags()
     for key, body in bodies.items():
         assert read_back(s3, bucket, key) == body

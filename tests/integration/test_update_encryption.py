@@ -16,8 +16,9 @@ from botocore.validate import validate_parameters
 
 from engine.sandbox import SandboxInfo
 from tests.cli_helpers import list_keys
+from workers.capabilities import Capabilities, LocalCapabilities
 from workers.errors import VerifyError
-from workers.job import Job
+from workers.job import Hooks, Job
 from workers.model import Encryption, Location, Mode, ObjectHead, ObjectRef
 from workers.s3 import S3, Endpoint
 from workers.s3.convert import update_encryption_params
@@ -75,15 +76,11 @@ def test_when_it_applies(source: Mode, target: Encryption, in_place: bool, why: 
     assert (got is None) if why is None else (why in (got or ""))
 
 
-class Caps:
-    def __init__(self, **values: bool) -> None:
-        self.values = dict(values)
+def Caps(**values: bool) -> LocalCapabilities:
+    """In-memory capabilities, in the form the checkpoint keeps them."""
+    return LocalCapabilities(Capabilities.from_flags(values))
 
-    def get(self, name: str) -> bool | None:
-        return self.values.get(name)
 
-    async def learn(self, name: str, value: bool) -> None:
-        self.values[name] = value
 
 
 def _run(info: SandboxInfo, fn: Any) -> Any:
@@ -115,9 +112,9 @@ def _object(s3_http: Any, bucket: str) -> tuple[ObjectRef, ObjectHead, bytes]:
     return ObjectRef("obj", len(body), h["ETag"]), head, body
 
 
-def _job(s3: S3, bucket: str, caps: Caps) -> Job:
-    return Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True, same_endpoint=True,
-               target=TARGET, caps=caps)
+def _job(s3: S3, bucket: str, caps: LocalCapabilities) -> Job:
+    return Job.of(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True, same_endpoint=True,
+               target=TARGET, hooks=Hooks(caps=caps))
 
 
 def test_fallback_to_copy_sends_nothing_to_an_endpoint_not_probed(sandbox: SandboxInfo, s3_http: Any,
@@ -136,4 +133,4 @@ def test_an_endpoint_that_stores_the_request_is_caught_and_unlearned(sandbox: Sa
     caps = Caps(**{CAP_UPDATE_ENCRYPTION: True})
     with pytest.raises(VerifyError, match="stored the request"):
         _run(sandbox, lambda s3: update_object_encryption(_job(s3, bucket, caps), ref, head))
-    assert caps.values[CAP_UPDATE_ENCRYPTION] is False
+    assert caps.current.update_encryption is False

@@ -18,8 +18,9 @@ from engine.listing import KeyFilter
 from engine.sandbox import SandboxInfo
 from engine.versions import version_groups
 from tests.cli_helpers import load_report, run_rekey, source_section, write_config
+from workers.capabilities import Capabilities, LocalCapabilities
 from workers.errors import ObjectChangedError
-from workers.job import Job
+from workers.job import Hooks, Job
 from workers.model import Action, Encryption, Location, Mode, ObjectHead, ObjectRef, Outcome, State
 from workers.s3 import S3, Endpoint
 from workers.versions import CONFIRM_REASON, MARKER, REPORT_REASON, migrate_versions, plan_history, recreate_version
@@ -29,25 +30,19 @@ SSE_S3 = Encryption(Mode.SSE_S3)
 BODIES = [b"first version", b"second version!", b"third and current version"]
 
 
-class Caps:
-    """In-memory capabilities, as the checkpoint keeps them."""
+def Caps(**values: bool) -> LocalCapabilities:
+    """In-memory capabilities, in the form the checkpoint keeps them."""
+    return LocalCapabilities(Capabilities.from_flags(values))
 
-    def __init__(self) -> None:
-        self.values: dict[str, bool] = {}
 
-    def get(self, name: str) -> bool | None:
-        return self.values.get(name)
-
-    async def learn(self, name: str, value: bool) -> None:
-        self.values[name] = value
 
 
 def with_job(info: SandboxInfo, bucket: str, fn: Callable[[Job], Awaitable[T]],
-             target: Encryption = SSE_S3, caps: Caps | None = None) -> T:
+             target: Encryption = SSE_S3, caps: LocalCapabilities | None = None) -> T:
     async def main() -> T:
         async with S3.open(Endpoint(endpoint_url=info.s3_http, region=info.region)) as s3:
-            job = Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
-                      same_endpoint=True, target=target, caps=caps or Caps())
+            job = Job.of(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
+                      same_endpoint=True, target=target, hooks=Hooks(caps=caps or Caps()))
             return await fn(job)
     return anyio.run(main)
 
@@ -220,10 +215,8 @@ def test_sse_kms_key_a_to_key_b(sandbox: SandboxInfo, s3_http: Any, bucket: str,
         async for groups, _, _ in version_groups(job.source, bucket, KeyFilter("", (), ())):
             return await migrate_versions(job, groups[0], "delete", confirmed=True)
         raise AssertionError
-    caps = Caps()
-    if copy_applies is False:
-        caps.values["copy_applies_sse-kms_to_sse-kms"] = False
-    outcomes = with_job(sandbox, bucket, main, target=target, caps=caps)
+    caps = Caps(**({"copy_applies_sse-kms_to_sse-kms": False} if copy_applies is False else {}))
+    outcomes = with_job(sandbox, bucket, main, target=target, hooks=Hooks(caps=caps))
     assert {o.state for o in outcomes} == {State.DONE}, outcomes
     after = s3_http.list_object_versions(Bucket=bucket)["Versions"]
     assert len(after) == 3
@@ -242,7 +235,7 @@ def _pair(vid: str, mode: Mode, src: str | None = None) -> tuple[ObjectRef, Obje
 
 
 def _job() -> Job:
-    return Job(source=None, dest=None, src=Location("b"), dst=Location("b"), in_place=True,  # type: ignore[arg-type]
+    return Job.of(source=None, dest=None, src=Location("b"), dst=Location("b"), in_place=True,  # type: ignore[arg-type]
                same_endpoint=True, target=SSE_S3)
 
 

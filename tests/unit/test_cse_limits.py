@@ -11,11 +11,11 @@ from typing import Any, NoReturn
 import anyio
 import pytest
 
+from workers.core.migrate import migrate_object
 from workers.cse import GCM_MAX_PLAINTEXT, ContentEncryptor, CseFormat, Envelope, WrapAlg, WrappedKey, new_data_key
 from workers.cse_transfer import transfer
 from workers.errors import ObjectChangedError, ObjectError
 from workers.job import CseSettings, Job
-from workers.migrate import migrate_object
 from workers.model import Encryption, Location, Mode, ObjectHead, ObjectRef, SecretKey, State
 
 TAG = 16
@@ -70,7 +70,7 @@ class TouchFreeKeyring:
 
 def make_job(s3: Any, *, target_format: CseFormat = CseFormat.V3, source: Any = None) -> Job:
     settings = CseSettings(target=TouchFreeKeyring(), target_format=target_format, source=source)  # type: ignore[arg-type]
-    return Job(source=s3, dest=s3, src=Location("bucket"), dst=Location("bucket"), in_place=True,
+    return Job.of(source=s3, dest=s3, src=Location("bucket"), dst=Location("bucket"), in_place=True,
                same_endpoint=True, target=Encryption(Mode.NONE), cse=settings)
 
 

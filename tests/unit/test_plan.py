@@ -1,4 +1,4 @@
-"""The decision for one object (workers.migrate.plan_object) and part sizing (workers.parts)."""
+"""The server-side decision for one object (workers.core.decide) and part sizing (workers.parts)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from workers.migrate import plan_object
+from workers.capabilities import Capabilities, copy_applies, part_copy_from
+from workers.core.decide import Decision, ObjectState, RouteKind, Target
+from workers.core.decide import decide as decide_object
 from workers.model import Action, Encryption, Mode, ObjectHead, SecretKey
 from workers.parts import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, adjust_part_size, split
 
@@ -25,12 +27,20 @@ def obj(enc: Encryption, size: int = 1000, etag: str = '"e1"', **extra: object) 
     return ObjectHead(key="k", size=size, etag=etag, encryption=enc, **extra)  # type: ignore[arg-type]
 
 
-def decide(head: ObjectHead, target: Encryption, *, in_place: bool = True, same_endpoint: bool = True,
-           dest: ObjectHead | None = None, part_copy_ok: bool = True, copy_applies: bool = True,
-           threshold: int = THRESHOLD) -> Action:
-    return plan_object(head, target=target, in_place=in_place, same_endpoint=same_endpoint,
-                       multipart_threshold=threshold, dest=dest, part_copy_ok=part_copy_ok,
-                       copy_applies=copy_applies).action
+def plan(head: ObjectHead, target: Encryption, *, in_place: bool = True, same_endpoint: bool = True,
+         dest: ObjectHead | None = None, part_copy_ok: bool = True, copy_ok: bool = True,
+         threshold: int = THRESHOLD) -> Decision:
+    caps = Capabilities()
+    if not part_copy_ok:
+        caps = caps.learned(part_copy_from(head.encryption.mode, False))
+    if not copy_ok:
+        caps = caps.learned(copy_applies((head.encryption.mode, target.mode), False))
+    return decide_object(ObjectState(head, dest=dest), Target(target, multipart_threshold=threshold),
+                         RouteKind(in_place=in_place, same_endpoint=same_endpoint), caps)
+
+
+def decide(head: ObjectHead, target: Encryption, **kwargs: object) -> Action:
+    return plan(head, target, **kwargs).action  # type: ignore[arg-type]
 
 
 PLAIN = Encryption(Mode.NONE)
@@ -97,9 +107,9 @@ def test_part_copy_refused_means_stream_for_large_objects_only() -> None:
 
 def test_copy_that_does_not_apply_the_encryption_means_stream_at_any_size() -> None:
     target = Encryption(Mode.SSE_KMS, kms_key_id="2222-bbbb")
-    assert decide(obj(KMS_A_SEEN, 10), target, copy_applies=False) == Action.STREAM
-    assert decide(obj(KMS_A_SEEN, THRESHOLD + 1), target, copy_applies=False) == Action.STREAM
-    assert decide(obj(KMS_A_SEEN, 10), Encryption(Mode.SSE_KMS, kms_key_id=KMS_A), copy_applies=False) \
+    assert decide(obj(KMS_A_SEEN, 10), target, copy_ok=False) == Action.STREAM
+    assert decide(obj(KMS_A_SEEN, THRESHOLD + 1), target, copy_ok=False) == Action.STREAM
+    assert decide(obj(KMS_A_SEEN, 10), Encryption(Mode.SSE_KMS, kms_key_id=KMS_A), copy_ok=False) \
         == Action.SKIP  # already right: nothing to move
 
 
@@ -150,9 +160,8 @@ def test_destination_that_differs_is_copied_again(change: str) -> None:
 
 
 def test_every_plan_gives_a_reason() -> None:
-    plan = plan_object(obj(PLAIN, 10), target=SSE_S3, in_place=True, same_endpoint=True,
-                       multipart_threshold=THRESHOLD)
-    assert plan.action == Action.COPY and plan.reason
+    decision = plan(obj(PLAIN, 10), SSE_S3)
+    assert decision.action == Action.COPY and decision.reason
 
 
 # --- part sizing ---------------------------------------------------------------------------------------------

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from workers.carry import metadata_mismatch, route_of
+from workers.core.decide import _MALFORMED_ESCAPE
 from workers.job import Job
-from workers.migrate import _MALFORMED_ESCAPE
 from workers.model import Encryption, Location, Mode, ObjectHead
 from workers.readback import path_of
 from workers.stream import replace_guard
 
 
 def job(*, in_place: bool) -> Job:
-    return Job(source=None, dest=None, src=Location("a"), dst=Location("a" if in_place else "b"),  # type: ignore[arg-type]
-               in_place=in_place, same_endpoint=True, target=Encryption(Mode.SSE_KMS, kms_key_id="k"))
+    return Job.of(source=None, dest=None, src=Location("a"), dst=Location("a" if in_place else "b"),  # type: ignore[arg-type]
+                  in_place=in_place, same_endpoint=True, target=Encryption(Mode.SSE_KMS, kms_key_id="k"))
 
 
 HEAD = ObjectHead("k", 10, '"0123abcd"', Encryption(Mode.SSE_C), metadata={"a": "1"}, content_type="text/plain")
