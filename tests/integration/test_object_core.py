@@ -341,3 +341,26 @@ def test_source_mode_survives_a_sigkill_after_the_write(sandbox: SandboxInfo, s3
     assert code == 0, out
     row = report_by_key(rep)["obj"]
     assert row["source_mode"] == "none", row
+
+
+def test_after_a_rewrap_with_instruction_files_verify_plan_and_report_count_pairs_once(
+        sandbox: SandboxInfo, s3_http: Any, bucket: str, kms_key: str, tmp_path: Path) -> None:
+    for key, body in BODIES.items():
+        s3_http.put_object(Bucket=bucket, Key=key, Body=body)
+    code, _, out = rekey(sandbox, config(sandbox, tmp_path, "v3a", bucket, cse(kms_key, "v3", True)))
+    assert code == 0, out
+    key_b = create_kms_key(sandbox, "core rewrap B")
+    cfg = config(sandbox, tmp_path, "v3b", bucket, cse(key_b, "v3", True))
+    code, rep, out = rekey(sandbox, cfg)
+    assert code == 0, out
+    rows = report_by_key(rep)
+    assert set(rows) == set(BODIES) and {(r["state"], r["action"]) for r in rows.values()} == {("done", "rewrap")}
+    assert rep["summary"]["objects"] == len(BODIES) and rep["summary"]["bytes_through_client"] == 0
+    verify = run_rekey(sandbox, "verify", "--deep", "-c", str(cfg))
+    assert verify.returncode == 0, verify.describe()
+    assert f"verified {len(BODIES)} done or skipped object(s) (deep): 0 mismatch(es)" in verify.stdout, \
+        verify.describe()
+    planned = plan(sandbox, cfg)
+    assert sorted(d["key"] for d in planned["decisions"]) == sorted(BODIES)
+    assert {d["action"] for d in planned["decisions"]} == {"skip"}, planned["decisions"]
+    readable(sandbox, bucket, key_b, BODIES)

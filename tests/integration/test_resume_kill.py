@@ -123,11 +123,12 @@ def test_sigkilled_run_resumes_to_completion(sandbox: SandboxInfo, s3: Any, buck
     report = load_report(tmp_path / "report.json")
     assert sorted(o["key"] for o in report["objects"]) == sorted(o.key for o in seeded)
     # An object the killed run rewrote but had not yet recorded is found already re-encrypted: skipped, and
-    # only then. Everything else is done, with the source mode it really had.
+    # only then. Every object, done or skipped, carries the source mode it really had (recorded before the
+    # write replaced it), never the target's.
     by_key = {o.key: o for o in seeded}
     unexpected = [o for o in report["objects"]
                   if (o["state"], o["action"], o["source_mode"]) != ("done", o["action"], by_key[o["key"]].mode)
-                  and (o["state"], o["action"], o["source_mode"]) != ("skipped", "skip", "sse-kms")]
+                  and (o["state"], o["action"], o["source_mode"]) != ("skipped", "skip", by_key[o["key"]].mode)]
     assert not unexpected, unexpected[:10]
     skipped = report["summary"]["by_state"].get("skipped", 0)
     assert skipped <= total - done_at_kill, report["summary"]

@@ -216,7 +216,7 @@ def test_sse_kms_key_a_to_key_b(sandbox: SandboxInfo, s3_http: Any, bucket: str,
             return await migrate_versions(job, groups[0], "delete", confirmed=True)
         raise AssertionError
     caps = Caps(**({"copy_applies_sse-kms_to_sse-kms": False} if copy_applies is False else {}))
-    outcomes = with_job(sandbox, bucket, main, target=target, hooks=Hooks(caps=caps))
+    outcomes = with_job(sandbox, bucket, main, target=target, caps=caps)
     assert {o.state for o in outcomes} == {State.DONE}, outcomes
     after = s3_http.list_object_versions(Bucket=bucket)["Versions"]
     assert len(after) == 3
