@@ -360,6 +360,25 @@ def _read_pem(path: str, where: str) -> bytes:
     return data
 
 
+def _check_sse_c_key(sec: _Section, mode: Mode, sse_c_key: SecretKey | None) -> None:
+    if mode == Mode.SSE_C and sse_c_key is None:
+        raise ConfigError(f"{sec.where('sse_c_key_file')}: required when mode = \"sse-c\"")
+    if mode != Mode.SSE_C and sse_c_key is not None:
+        raise ConfigError(f"{sec.where('sse_c_key_file')}: only valid with mode = \"sse-c\"")
+
+
+def _check_server_side_keys(sec: _Section, mode: Mode, bucket_key: bool | None,
+                            context: Mapping[str, str] | None) -> None:
+    """A server-side target: no client-side settings, and the SSE-KMS-only ones only with SSE-KMS."""
+    for k in ("keyring", "key_file", "public_key_file", "material_description", "format", "instruction_file"):
+        if k in sec.data:
+            raise ConfigError(f"{sec.where(k)}: only valid with mode = \"cse\"")
+    if bucket_key is not None and mode != Mode.SSE_KMS:
+        raise ConfigError(f"{sec.where('bucket_key')}: only valid with mode = \"sse-kms\"")
+    if context and mode != Mode.SSE_KMS:
+        raise ConfigError(f"{sec.where('encryption_context')}: only valid with mode = \"sse-kms\" or \"cse\"")
+
+
 def _target(sec: _Section, base: Path) -> Target:
     mode = sec.choice("mode", Mode)
     if mode == Mode.NONE:
@@ -372,18 +391,9 @@ def _target(sec: _Section, base: Path) -> Target:
     allow_decrypt = bool(sec.flag("allow_client_side_decrypt", False))
     if mode in (Mode.SSE_KMS, Mode.DSSE_KMS) and not kms_key_id:
         raise ConfigError(f"{sec.where('kms_key_id')}: required when mode = \"{mode.value}\"")
-    if mode == Mode.SSE_C and sse_c_key is None:
-        raise ConfigError(f"{sec.where('sse_c_key_file')}: required when mode = \"sse-c\"")
-    if mode != Mode.SSE_C and sse_c_key is not None:
-        raise ConfigError(f"{sec.where('sse_c_key_file')}: only valid with mode = \"sse-c\"")
+    _check_sse_c_key(sec, mode, sse_c_key)
     if mode != Mode.CSE:
-        for k in ("keyring", "key_file", "public_key_file", "material_description", "format", "instruction_file"):
-            if k in sec.data:
-                raise ConfigError(f"{sec.where(k)}: only valid with mode = \"cse\"")
-        if bucket_key is not None and mode != Mode.SSE_KMS:
-            raise ConfigError(f"{sec.where('bucket_key')}: only valid with mode = \"sse-kms\"")
-        if context and mode != Mode.SSE_KMS:
-            raise ConfigError(f"{sec.where('encryption_context')}: only valid with mode = \"sse-kms\" or \"cse\"")
+        _check_server_side_keys(sec, mode, bucket_key, context)
         enc = Encryption(mode, kms_key_id=kms_key_id, bucket_key=bucket_key, context=context,
                          sse_c_key=sse_c_key)
         return Target(mode, enc, None, allow_decrypt)
