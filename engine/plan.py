@@ -102,7 +102,8 @@ class PlanSummary:
 def learned_capabilities(config: Config) -> Capabilities:
     """What the checkpoint of this config has learned about the endpoint (nothing if there is none)."""
     try:
-        cp = Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(), description="", create=False)
+        cp = Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(), description="", create=False,
+                             read_only=True)
     except CheckpointError:
         return Capabilities()
     try:
