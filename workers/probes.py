@@ -173,7 +173,8 @@ async def probe_if_match(s3: S3, bucket: str, prefix: str, *,
     """Does the endpoint honour If-Match on the writes rekey guards in place (PutObject, CopyObject)?
     On a scratch object, each is sent with an ETag that does not match: it must answer 412 and change
     nothing. (True, "") when it does; (False, what it did instead); (None, why) when the probe could not
-    tell (its scratch write was refused: per-object writes then show it)."""
+    tell (its scratch write was refused: per-object writes then show it). Every version written is
+    deleted by its id (nothing is left in a versioned bucket)."""
     key = probe_key(prefix)
     try:
         put = await _retried(retry, "probe put", lambda: s3.put(PutRequest(bucket, key, b"rekey probe")))
@@ -181,20 +182,20 @@ async def probe_if_match(s3: S3, bucket: str, prefix: str, *,
         raise
     except RekeyError as exc:
         return None, f"scratch write refused: {exc.message}"
+    written = [put.version_id]
     try:
-        why = await _stale_writes_refused(s3, bucket, key, retry)
+        why = await _stale_writes_refused(s3, bucket, key, retry, written)
         if why is None:
             head = await _retried(retry, "probe head", lambda: s3.head(bucket, key))
             why = None if head.etag == put.etag else "the object changed under a refused If-Match"
         return why is None, why or ""
     finally:
-        try:
-            await _retried(retry, "probe delete", lambda: s3.delete(bucket, key))
-        except RekeyError:
-            pass
+        for version_id in reversed(written):
+            await delete_scratch(s3, bucket, key, version_id, retry)
 
 
-async def _stale_writes_refused(s3: S3, bucket: str, key: str, retry: Retrier | None) -> str | None:
+async def _stale_writes_refused(s3: S3, bucket: str, key: str, retry: Retrier | None,
+                                written: list[str | None]) -> str | None:
     stale = '"00000000000000000000000000000000"'
     writes: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("PutObject", lambda: s3.put(PutRequest(bucket, key, b"overwritten", if_match=stale))),
@@ -203,12 +204,13 @@ async def _stale_writes_refused(s3: S3, bucket: str, key: str, retry: Retrier | 
     ]
     for op, write in writes:
         try:
-            await _retried(retry, f"probe {op}", write)
+            applied = await _retried(retry, f"probe {op}", write)
         except ObjectChangedError:
             continue   # 412: honoured
         except (FatalError, RetryableError):
             raise
         except RekeyError as exc:
             return f"{op} with If-Match answered {exc.message}"
+        written.append(applied.version_id)
         return f"{op} with a stale If-Match was applied"
     return None
