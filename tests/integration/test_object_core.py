@@ -300,8 +300,10 @@ def test_txt_manifest_sizes_from_head_and_missing_keys_fail(sandbox: SandboxInfo
     assert rows["dir/"]["state"] in ("done", "skipped") and "no longer exists" not in (rows["dir/"]["error"] or "")
     # The checkpoint holds the size HeadObject gave (a .txt manifest has none): verify agrees with the run.
     assert checkpoint_rows(tmp_path / "txt.sqlite", "SELECT size FROM objects WHERE key = 'here'")[0][0] == 1234
+    # Every object verified matches (the size was 0 before); the missing key keeps the migration unverified.
     verify = run_rekey(sandbox, "verify", "-c", str(cfg))
-    assert verify.returncode == 0 and " 0 mismatch(es)" in verify.stdout, verify.describe()
+    assert "verified 2 done or skipped object(s): 0 mismatch(es)" in verify.stdout, verify.describe()
+    assert "1 object(s) in scope are not done (failed 1)" in verify.stdout and verify.returncode == 1
     assert s3_http.head_object(Bucket=bucket, Key="here")["ServerSideEncryption"] == "AES256"
 
 
