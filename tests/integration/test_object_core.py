@@ -300,9 +300,13 @@ def test_txt_manifest_sizes_from_head_and_missing_keys_fail(sandbox: SandboxInfo
     assert rows["dir/"]["state"] in ("done", "skipped") and "no longer exists" not in (rows["dir/"]["error"] or "")
     # The checkpoint holds the size HeadObject gave (a .txt manifest has none): verify agrees with the run.
     assert checkpoint_rows(tmp_path / "txt.sqlite", "SELECT size FROM objects WHERE key = 'here'")[0][0] == 1234
-    # Every object verified matches (the size was 0 before); the missing key keeps the migration unverified.
+    # `here` verifies (its size was 0 before); the directory marker is named for what it is (the server keeps
+    # no encryption on it); the missing key keeps the migration unverified.
     verify = run_rekey(sandbox, "verify", "-c", str(cfg))
-    assert "verified 2 done or skipped object(s): 0 mismatch(es)" in verify.stdout, verify.describe()
+    lines = verify.stdout.splitlines()
+    assert [line for line in lines if line.startswith("mismatch:")] == [
+        f"mismatch: s3://{bucket}/dir/: server reports none, wanted sse-s3"], verify.describe()
+    assert "verified 2 done or skipped object(s): 1 mismatch(es)" in verify.stdout, verify.describe()
     assert "1 object(s) in scope are not done (failed 1)" in verify.stdout and verify.returncode == 1
     assert s3_http.head_object(Bucket=bucket, Key="here")["ServerSideEncryption"] == "AES256"
 
