@@ -26,7 +26,7 @@ from engine.progress import Progress
 from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
-from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, target_applied
+from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, FatalError
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
@@ -41,6 +41,7 @@ from workers.probes import (
     website_configured,
 )
 from workers.s3 import S3, Endpoint, Kms
+from workers.serverside import IF_MATCH_COPY
 from workers.update_encryption import probe_update_encryption, why_not_applicable
 
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
@@ -183,13 +184,16 @@ async def _probe_target_applied(config: Config, job: Job) -> None:
 
 
 async def _probe_if_match(job: Job) -> None:
-    """In place every write is guarded by If-Match: learn once whether this endpoint honours it."""
-    honoured, why = await probe_if_match(job.dest, job.dst.bucket, job.dst.prefix, retry=job.retry)
-    if honoured is False:
-        log.warning("this endpoint does not honour If-Match on writes (%s): in-place writes go unguarded, "
-                    "so a write by someone else during a copy can be overwritten", why)
-    if honoured is not None:
-        await job.caps.learn(flag(Topic.IF_MATCH, honoured))
+    """In place every write is guarded by If-Match: learn once, per operation, whether this endpoint
+    honours it (PutObject and CompleteMultipartUpload: `if_match`; CopyObject: `if_match_copy`)."""
+    answers = await probe_if_match(job.dest, job.dst.bucket, job.dst.prefix, retry=job.retry)
+    for op, fact in (("PutObject", flag(Topic.IF_MATCH, True)), ("CopyObject", named(IF_MATCH_COPY, True))):
+        honoured, why = answers.get(op, (None, ""))
+        if honoured is False:
+            log.warning("this endpoint does not honour If-Match on %s (%s): those in-place writes go unguarded, "
+                        "so a write by someone else meanwhile can be overwritten", op, why)
+        if honoured is not None:
+            await job.caps.learn(replace(fact, value=honoured))
 
 
 async def preflight(config: Config, job: Job) -> None:

@@ -431,7 +431,7 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
         req = CopyRequest(bucket=job.dst.bucket, key=dest_key,
                           source=Source(job.src.bucket, ref.key, version_id=ref.version_id, if_match=head.etag),
                           metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
-                          attributes=Attributes.of(head, metadata=meta), if_match=write_guard(job, head))
+                          attributes=Attributes.of(head, metadata=meta), if_match=write_guard(job, head, copy=True))
         new_etag = (await job.dest.copy(req)).etag
     if instruction is None and env.from_instruction_file and job.in_place:
         await delete_instruction(job, ref.key)

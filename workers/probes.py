@@ -169,11 +169,11 @@ async def _retried(retry: Retrier | None, what: str, fn: Callable[[], Awaitable[
 
 
 async def probe_if_match(s3: S3, bucket: str, prefix: str, *,
-                         retry: Retrier | None = None) -> tuple[bool | None, str]:
-    """Does the endpoint honour If-Match on the writes rekey guards in place (PutObject, CopyObject)?
-    On a scratch object, each is sent with an ETag that does not match: it must answer 412 and change
-    nothing. (True, "") when it does; (False, what it did instead); (None, why) when the probe could not
-    tell (its scratch write was refused: per-object writes then show it). Every version written is
+                         retry: Retrier | None = None) -> dict[str, tuple[bool | None, str]]:
+    """Does the endpoint honour If-Match on the writes rekey guards in place? On a scratch object,
+    PutObject and CopyObject are each sent with an ETag that does not match: each must answer 412 and
+    change nothing. Per operation ("PutObject", "CopyObject"): (True, ""), (False, what it did instead), or
+    (None, why) when the probe could not tell (its scratch write was refused). Every version written is
     deleted by its id (nothing is left in a versioned bucket)."""
     key = probe_key(prefix)
     try:
@@ -181,36 +181,35 @@ async def probe_if_match(s3: S3, bucket: str, prefix: str, *,
     except (FatalError, RetryableError):
         raise
     except RekeyError as exc:
-        return None, f"scratch write refused: {exc.message}"
+        return {op: (None, f"scratch write refused: {exc.message}") for op in ("PutObject", "CopyObject")}
     written = [put.version_id]
     try:
-        why = await _stale_writes_refused(s3, bucket, key, retry, written)
-        if why is None:
-            head = await _retried(retry, "probe head", lambda: s3.head(bucket, key))
-            why = None if head.etag == put.etag else "the object changed under a refused If-Match"
-        return why is None, why or ""
+        return await _stale_writes_refused(s3, bucket, key, retry, written)
     finally:
         for version_id in reversed(written):
-            await delete_scratch(s3, bucket, key, version_id, retry)
+            await delete_scratch(s3, bucket, key, version_id)
 
 
 async def _stale_writes_refused(s3: S3, bucket: str, key: str, retry: Retrier | None,
-                                written: list[str | None]) -> str | None:
+                                written: list[str | None]) -> dict[str, tuple[bool | None, str]]:
     stale = '"00000000000000000000000000000000"'
     writes: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("PutObject", lambda: s3.put(PutRequest(bucket, key, b"overwritten", if_match=stale))),
         ("CopyObject", lambda: s3.copy(CopyRequest(bucket=bucket, key=key, source=Source(bucket, key),
                                                    attributes=Attributes(metadata={"p": "1"}), if_match=stale))),
     ]
+    out: dict[str, tuple[bool | None, str]] = {}
     for op, write in writes:
         try:
             applied = await _retried(retry, f"probe {op}", write)
         except ObjectChangedError:
-            continue   # 412: honoured
+            out[op] = (True, "")   # 412: honoured
+            continue
         except (FatalError, RetryableError):
             raise
         except RekeyError as exc:
-            return f"{op} with If-Match answered {exc.message}"
+            out[op] = (False, f"{op} with If-Match answered {exc.message}")
+            continue
         written.append(applied.version_id)
-        return f"{op} with a stale If-Match was applied"
-    return None
+        out[op] = (False, f"{op} with a stale If-Match was applied")
+    return out

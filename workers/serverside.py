@@ -34,18 +34,23 @@ async def copy_object(job: Job, ref: ObjectRef, head: ObjectHead) -> Written:
     req = CopyRequest(bucket=job.dst.bucket, key=job.dest_key(ref.key), source=copy_source(job, head, ref),
                       encryption=job.target, metadata_directive=Directive.REPLACE,
                       tagging_directive=Directive.COPY, attributes=Attributes.of(head),
-                      if_match=write_guard(job, head))
+                      if_match=write_guard(job, head, copy=True))
     return await job.dest.copy(req)
 
 
-def write_guard(job: Job, head: ObjectHead) -> str | None:
+IF_MATCH_COPY = "if_match_copy"   # False once CopyObject applied a write under a stale If-Match (probe)
+
+
+def write_guard(job: Job, head: ObjectHead, *, copy: bool = False) -> str | None:
     """In place, the write replaces the object only if it is still the one that was read (If-Match on
     the destination, checked when the write lands): a concurrent overwrite during a long copy gives 412
     (recorded as changed), never a clobber with older data. Left out where the server was found to
-    ignore or refuse it (capability `if_match`, probed before the first write)."""
-    if not job.in_place or not head.etag or job.caps.current.if_match is False:
+    ignore or refuse it (capabilities `if_match` for PutObject and CompleteMultipartUpload,
+    `if_match_copy` for CopyObject, probed before the first write)."""
+    if not job.in_place or not head.etag:
         return None
-    return head.etag
+    known = job.caps.current.get(IF_MATCH_COPY) if copy else job.caps.current.if_match
+    return None if known is False else head.etag
 
 
 async def source_tags(job: Job, ref: ObjectRef) -> dict[str, str]:

@@ -37,8 +37,9 @@ from tests.cli_helpers import (
     write_key_file,
 )
 from tests.helpers import read_back, sse_c_params
+from workers.capabilities import Capabilities, LocalCapabilities
 from workers.errors import ObjectChangedError
-from workers.job import Job
+from workers.job import Hooks, Job
 from workers.model import Encryption, Location, Mode, ObjectHead, ObjectRef
 from workers.s3 import S3, Endpoint
 from workers.stream import CAP_IF_MATCH_UNQUOTED, stream_copy
@@ -46,17 +47,15 @@ from workers.stream import CAP_IF_MATCH_UNQUOTED, stream_copy
 SMALL, MULTIPART = 2048 + 5, 5 * MiB + 777
 
 
-class Caps:
-    """A capability record (the engine's is persisted in the checkpoint)."""
+class Caps(LocalCapabilities):
+    """A capability record (the engine's is persisted in the checkpoint), seen in its stored form."""
 
     def __init__(self, **values: bool) -> None:
-        self.values = dict(values)
+        super().__init__(Capabilities.from_flags(values))
 
-    def get(self, name: str) -> bool | None:
-        return self.values.get(name)
-
-    async def learn(self, name: str, value: bool) -> None:
-        self.values[name] = value
+    @property
+    def values(self) -> dict[str, bool]:
+        return self.current.to_flags()
 
 
 @dataclass(frozen=True)
@@ -311,8 +310,9 @@ def test_a_real_concurrent_overwrite_is_still_refused(rgw: RgwInfo, rgw_s3: Any,
     async def attempt(caps: Caps) -> BaseException | None:
         endpoint = Endpoint(endpoint_url=rgw.s3_https, region=rgw.region, ca_bundle=rgw.ca_bundle)
         async with S3.open(endpoint) as s3:
-            job = Job(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
-                      same_endpoint=True, target=Encryption(Mode.SSE_KMS, kms_key_id=rgw.kms_keys[1]), caps=caps)
+            job = Job.of(source=s3, dest=s3, src=Location(bucket), dst=Location(bucket), in_place=True,
+                         same_endpoint=True, target=Encryption(Mode.SSE_KMS, kms_key_id=rgw.kms_keys[1]),
+                         hooks=Hooks(caps=caps))
             stale = ObjectHead("k", 13, h["ETag"], Encryption(Mode.NONE))
             try:   # the bytes as read before the overwrite: the write itself meets the change
                 await stream_copy(job, ObjectRef("k", 13, h["ETag"]), stale, tags={}, held=b"first version")
