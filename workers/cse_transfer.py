@@ -59,6 +59,7 @@ class CseResult:
     bytes_through_client: int
     plaintext_sha256: str | None
     new_etag: str | None = None
+    plaintext_size: int | None = None   # plaintext bytes that went through the transform (CBC padding hides it)
 
 
 def user_metadata(head: ObjectHead) -> dict[str, str]:
@@ -140,15 +141,18 @@ class Transform:
         self._dec = decryptor
         self._enc = encryptor
         self._sha = PlaintextDigest(digest_key(digest_with)) if digest_with is not None else None
+        self.plain_bytes = 0
 
     def update(self, chunk: bytes) -> bytes:
         plain = self._dec.update(chunk) if self._dec else chunk
+        self.plain_bytes += len(plain)
         if self._sha is not None:
             self._sha.update(plain)
         return self._enc.update(plain) if self._enc else plain
 
     def finish(self) -> bytes:
         tail = self._dec.finalize() if self._dec else b""  # raises CorruptObjectError on a bad tag
+        self.plain_bytes += len(tail)
         if self._sha is not None:
             self._sha.update(tail)
         out = self._enc.update(tail) if self._enc else tail
@@ -390,13 +394,13 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transfor
             req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
                              attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
             written = await job.dest.put(req)
-        return CseResult(head.size + len(data), transform.sha256, written.etag)
+        return CseResult(head.size + len(data), transform.sha256, written.etag, transform.plain_bytes)
     part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
     done = await run_ordered_upload(
         job, ref, kind="cse", part_size=part_size, create=create,
         produce=lambda send: _produce(job, ref, head, transform, part_size, send),
         part_encryption=key_enc, complete_if_match=replace_guard(job, head))
-    return CseResult(2 * head.size, transform.sha256, done.etag)
+    return CseResult(2 * head.size, transform.sha256, done.etag, transform.plain_bytes)
 
 
 async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> None:

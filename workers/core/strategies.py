@@ -251,7 +251,11 @@ async def _cse_written(a: Attempt, strategy: Strategy, result: CseResult, plain_
                    plaintext_sha256=result.plaintext_sha256, new_etag=etag)
 
 
-def _plain_size(a: Attempt) -> int:
+def _plain_size(a: Attempt, result: CseResult | None = None) -> int:
+    """The plaintext size to verify a write against: counted by the transform when the data went through it
+    (a CBC source's padding hides it), else derived from the source's ciphertext size."""
+    if result is not None and result.plaintext_size is not None:
+        return result.plaintext_size
     env = a.learned.envelope
     return a.head.size - 16 if env is not None and env.content_alg != ContentAlg.AES_CBC else a.head.size
 
@@ -265,14 +269,14 @@ async def cse_reencrypt(a: Attempt) -> Written:
     env = _envelope(a)
     key = await _source_keyring(a).unwrap(env)
     result = await transfer(a.job, a.ref, a.head, decrypt_with=key, source_env=env, encrypt=_settings(a))
-    return await _cse_written(a, Strategy.CSE_REENCRYPT, result, _plain_size(a))
+    return await _cse_written(a, Strategy.CSE_REENCRYPT, result, _plain_size(a, result))
 
 
 async def cse_decrypt(a: Attempt) -> Written:
     env = _envelope(a)
     key = await _source_keyring(a).unwrap(env)
     result = await transfer(a.job, a.ref, a.head, decrypt_with=key, source_env=env, encrypt=None)
-    etag = (await verified(a.job, a.dest_key, _plain_size(a))).etag if a.job.verify else None
+    etag = (await verified(a.job, a.dest_key, _plain_size(a, result))).etag if a.job.verify else None
     if env.from_instruction_file and a.job.in_place:
         # The object's own instruction file, superseded now that the object is verified server-side:
         # left behind, it would make S3EC readers take the plaintext for client-side data.
