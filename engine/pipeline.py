@@ -28,7 +28,7 @@ from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
-from workers.errors import ConfigError, FatalError
+from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
 from workers.memory import MemoryBudget
 from workers.model import Encryption, Mode, ObjectRef, Outcome, State
@@ -459,17 +459,6 @@ class Run:
                                   watcher: anyio.CancelScope) -> None:
         await self.write(recv)
         watcher.cancel()   # every outcome is recorded: nothing is left to stop
-
-
-def first_fatal(exc: BaseException) -> FatalError | None:
-    if isinstance(exc, FatalError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = first_fatal(sub)
-            if found is not None:
-                return found
-    return None
 
 
 @contextlib.asynccontextmanager

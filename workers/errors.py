@@ -27,7 +27,7 @@ Cancellation is never an error: anyio's cancellation exception is re-raised unto
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -167,6 +167,20 @@ _KMS_DENIED_CODES = frozenset(
 
 
 _KEYED_READS = frozenset({"head_object", "get_object"})
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The errors inside a (nested) exception group, in order; an error that is no group is its own leaf."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from leaves(sub)
+    else:
+        yield exc
+
+
+def first_fatal(exc: BaseException) -> FatalError | None:
+    """The first run-fatal error in `exc` or any group nested in it."""
+    return next((e for e in leaves(exc) if isinstance(e, FatalError)), None)
 
 
 def _error_fields(exc: BaseException) -> tuple[str, int, str, Mapping[str, Any]]:

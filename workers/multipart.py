@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from workers.errors import ObjectChangedError, RekeyError
+from workers.errors import ObjectChangedError, RekeyError, leaves
 from workers.job import Job, UploadResume
 from workers.model import Encryption, ObjectRef, PartResult
 from workers.parts import PartSpan
@@ -159,16 +159,7 @@ async def _fail(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str,
 
 def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
     """The most telling error of a failed task group: a changed object first, else the first one."""
-    flat: list[RekeyError] = []
-
-    def walk(g: BaseExceptionGroup[Any]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            elif isinstance(e, RekeyError):
-                flat.append(e)
-
-    walk(group)
+    flat = [e for e in leaves(group) if isinstance(e, RekeyError)]
     for e in flat:
         if isinstance(e, ObjectChangedError):
             return e

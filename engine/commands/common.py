@@ -16,7 +16,7 @@ import anyio
 
 from engine.config import Config, load_config
 from engine.terminal import shown
-from workers.errors import ConfigError, FatalError, RekeyError
+from workers.errors import ConfigError, FatalError, RekeyError, leaves
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 T = TypeVar("T")
@@ -69,18 +69,9 @@ def exit_code(command: Callable[[], int]) -> int:
 
 def first_handled(exc: BaseException) -> BaseException | None:
     """The first error in a (nested) exception group that has an exit code, rekey's own errors first."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        elif isinstance(e, (RekeyError, KeyboardInterrupt, OSError)):
-            leaves.append(e)
-
-    walk(exc)
-    leaves.sort(key=lambda e: not isinstance(e, FatalError))
-    return leaves[0] if leaves else None
+    handled = [e for e in leaves(exc) if isinstance(e, (RekeyError, KeyboardInterrupt, OSError))]
+    handled.sort(key=lambda e: not isinstance(e, FatalError))
+    return handled[0] if handled else None
 
 
 def _report(exc: BaseException) -> int:

@@ -14,8 +14,9 @@ from workers.model import State
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from engine.pipeline import first_fatal, open_checkpoint
+    from engine.pipeline import open_checkpoint
     from engine.report import write_json
+    from workers.errors import first_fatal
     config = load(args)
     cp = open_checkpoint(config, create=False, read_only=True)
     try:

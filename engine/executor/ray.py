@@ -35,7 +35,7 @@ from engine.executor.base import Batch, ExecutorStats, Finished, Item, ResumeKey
 from engine.executor.items import ItemContext, WorkerContext
 from workers import errors as rekey_errors
 from workers.capabilities import Capabilities, Fact, parse_fact
-from workers.errors import FatalError
+from workers.errors import FatalError, first_fatal
 from workers.job import PendingEnvelope, UploadResume
 from workers.model import Mode, ObjectRef, Outcome, PartResult
 
@@ -217,22 +217,11 @@ class MigrationActor:
                 for i, item in enumerate(items):
                     tg.start_soon(one, i, item)
         except BaseException as exc:  # a fatal error stops the run: handed back as words, never a traceback
-            fatal = _first_fatal(exc)
+            fatal = first_fatal(exc)
             if fatal is None:
                 raise
             return ActorAnswer(fatal=(type(fatal).__name__, str(fatal)))
         return ActorAnswer([o for r in results for o in r], worker.requests)
-
-
-def _first_fatal(exc: BaseException) -> FatalError | None:
-    if isinstance(exc, FatalError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _first_fatal(sub)
-            if found is not None:
-                return found
-    return None
 
 
 def _raise_fatal(name: str, message: str) -> None:
