@@ -137,6 +137,10 @@ def one_run(info: Any, client: Any, sc: Scenario, tool: peers.Tool, n: int, keys
     if cmd.report and cmd.report.exists():
         rep = json.loads(cmd.report.read_text())
         run["requests"] = rep.get("run", {}).get("requests")
+        marks = rep.get("run", {}).get("timeline") or {}
+        if "last_object" in marks:   # seconds since the process began; the exit is when wait4 returned
+            run["fixed"] = {"first_request": marks.get("first_request"), "first_object": marks.get("first_object"),
+                            "after_last_object": round(m.wall - marks["last_object"], 3)}
         run["by_action"] = {k: v["objects"] for k, v in rep["summary"]["by_action"].items()}
     for b in {src, dst}:
         delete_bucket(client, b)
@@ -159,6 +163,11 @@ def summarize(sc: Scenario, tool: peers.Tool, runs: list[dict[str, Any]]) -> dic
     reqs = [r["requests"] for r in basis if r.get("requests")]
     if reqs:
         row["requests_per_object"] = round(statistics.median(reqs) / sc.count, 2)
+    fixed = [r["fixed"] for r in basis if r.get("fixed")]
+    if fixed:
+        row["fixed"] = {name: round(statistics.median(f[name] for f in fixed if f.get(name) is not None), 3)
+                        for name in ("first_request", "first_object", "after_last_object")
+                        if any(f.get(name) is not None for f in fixed)}
     kept = [r["check"]["metadata_kept"] for r in basis]
     row["metadata_kept"] = None if None in kept else all(kept)
     return row
@@ -226,8 +235,25 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['tool']} | {res} | {row['objects_per_s']} | {row['mib_per_s']} | "
                      f"{row['wall']} | {row['cpu']} | {row['cpu_ms_per_object']} | {row['rss_mib']} | "
                      f"{row.get('requests_per_object', '')} | {kept} |")
+    lines += fixed_cost(results)
     lines += ["", "Ratios (same run):", ""] + [f"- {r}" for r in results["ratios"]]
     return "\n".join(lines) + "\n"
+
+
+def fixed_cost(results: dict[str, Any]) -> list[str]:
+    """rekey's fixed cost per scenario, from its report's timeline: launch to the first request and to the first
+    finished object, and from the last finished object to the process's exit (median seconds)."""
+    rows = [r for r in results["rows"] if r.get("fixed")]
+    if not rows:
+        return []
+    lines = ["", "Fixed cost (rekey's timeline, median s): launch -> first request, launch -> first object done, "
+             "last object done -> exit", "", "| scenario | tool | first request | first object | after last object |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        f = row["fixed"]
+        lines.append(f"| {row['scenario']} | {row['tool']} | {f.get('first_request', '')} | "
+                     f"{f.get('first_object', '')} | {f.get('after_last_object', '')} |")
+    return lines
 
 
 def _size(n: int) -> str:

@@ -4,7 +4,8 @@
 
 Starts a sandbox (SeaweedFS on 127.0.0.1), then for each transport sends N HeadObject, N PutObject of 8 KiB
 and N CopyObject (to SSE-S3) through the boundary, C in flight, and prints the process CPU time (user + system
-of this process only, so the server's and other programs' CPU is not counted) per request. Wall time depends
+of this process only, so the server's and other programs' CPU is not counted) per request, on uvloop as
+`rekey run` is. Wall time depends
 on the machine's other load; CPU per request much less so.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from engine.commands.common import run_async
 from engine.sandbox import Sandbox
 from workers.model import Encryption, Mode
 from workers.s3 import S3, CopyRequest, Endpoint, PutRequest, Source
@@ -61,7 +63,7 @@ def main() -> None:
         print(f"{args.requests} requests per operation, {args.concurrency} in flight; CPU ms per request (wall s)")
         for lean in (True, False, True, False):   # alternated: a busy moment falls on both
             endpoint = Endpoint(endpoint_url=info.s3_http, region=info.region, lean=lean)
-            got = anyio.run(measure, endpoint, "cpu", args.requests, args.concurrency)
+            got = run_async(lambda e=endpoint: measure(e, "cpu", args.requests, args.concurrency))  # uvloop, as runs
             cells = "  ".join(f"{op} {1000 * cpu / args.requests:.3f} ({wall:.1f}s)" for op, (cpu, wall) in got.items())
             print(f"{'fast' if lean else 'botocore':<9} {cells}")
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from engine.commands import register_all
 from engine.commands.common import exit_code
 from engine.logs import RedactSecrets, configure_logging
+from workers import timeline
 
 __all__ = ["RedactSecrets", "build_parser", "configure_logging", "entry", "main"]
 
@@ -60,6 +61,7 @@ def pin_malloc_threshold() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    timeline.mark("main")
     pin_malloc_threshold()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -26,7 +26,9 @@ from engine.progress import Progress
 from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
+from workers import timeline
 from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
+from workers.carry import CAP_KEEPS_TAGS
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
@@ -35,6 +37,7 @@ from workers.model import Encryption, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
     check_bucket,
+    probe_copy_keeps_tags,
     probe_if_match,
     probe_part_copy_into_sse_c,
     probe_target,
@@ -69,6 +72,7 @@ class RunResult:
     capabilities: dict[str, bool] = field(default_factory=dict)
     executor: ExecutorStats = field(default_factory=lambda: ExecutorStats("local", 1))
     read_back: dict[str, int] = field(default_factory=dict)   # readback_<path>: objects read back right here
+    timeline: dict[str, float] = field(default_factory=dict)  # milestone -> seconds since the process began
 
 
 def check_transport(config: Config) -> None:
@@ -196,23 +200,46 @@ async def _probe_if_match(job: Job) -> None:
             await job.caps.learn(replace(fact, value=honoured))
 
 
+async def _probe_copy_first_tags(job: Job) -> None:
+    """Bucket to bucket on one endpoint, copy-first carries tags server-side: learn once, on scratch objects,
+    whether this endpoint keeps them, instead of reading every source's tags until some are found."""
+    name = CAP_KEEPS_TAGS.format(route="copy-first")
+    if (not job.policy.copy_first or job.in_place or not job.same_endpoint
+            or job.caps.current.copy_first is False or job.caps.current.get(name) is not None):
+        return
+    kept = await probe_copy_keeps_tags(job.dest, job.dst.bucket, job.dst.prefix, job.target)
+    if kept is not None:
+        await job.caps.learn(named(name, kept))
+
+
 async def preflight(config: Config, job: Job) -> None:
     """Before the first write: the target encryption is really applied by this endpoint, and what this
-    endpoint can do is known. Runs while the listing starts (see Run.run)."""
+    endpoint can do is known. Runs while the listing starts (see Run.run). The target probe goes first (a
+    refused or unapplied target stops the run before any other scratch write); the other checks then go
+    at once."""
     target = config.target
-    if target.mode != Mode.CSE:
-        # First: while the server answers the first write into the bucket (SeaweedFS allocates volumes,
-        # 0.2 s), the listing makes the botocore client the rest of the run needs.
-        await _probe_target_applied(config, job)
     caps = job.caps
-    if job.policy.copy_first and not job.in_place and caps.current.copy_first is not False and \
-            await website_configured(job.source, job.src.bucket):
+    if target.mode != Mode.CSE:
+        await _probe_target_applied(config, job)
+    async with anyio.create_task_group() as tg:
+        if job.policy.copy_first and not job.in_place and caps.current.copy_first is not False:
+            tg.start_soon(_check_website, job)
+        if job.in_place and caps.current.if_match is None:
+            tg.start_soon(_probe_if_match, job)
+        if target.mode != Mode.CSE:
+            tg.start_soon(_probe_copy_first_tags, job)
+            tg.start_soon(_probe_write_paths, config, job)
+
+
+async def _check_website(job: Job) -> None:
+    if await website_configured(job.source, job.src.bucket):
         # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
-        await caps.learn(flag(Topic.COPY_FIRST, False))
-    if job.in_place and caps.current.if_match is None:
-        await _probe_if_match(job)
-    if target.mode == Mode.CSE:
-        return
+        await job.caps.learn(flag(Topic.COPY_FIRST, False))
+
+
+async def _probe_write_paths(config: Config, job: Job) -> None:
+    """What the server makes of an encryption update in place, and of part copies into SSE-C."""
+    target, caps = config.target, job.caps
     if (config.run.update_in_place == UpdateInPlace.AUTO and caps.current.update_encryption is None
             and why_not_applicable(Encryption(Mode.SSE_S3), target.encryption, in_place=job.in_place) is None):
         # Never trusted untested: SeaweedFS and moto store the request as the object's data.
@@ -417,6 +444,9 @@ class Run:
                     self.progress.finished(outcome)
                     self.objects_done += 1
                     self.bytes_done += outcome.size or 0
+                if finished.outcomes:
+                    timeline.mark("first_object")
+                    timeline.mark_latest("last_object")
                 if len(batch) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
                     await flush()
                     batch, actors, last = [], [], time.monotonic()
@@ -540,6 +570,8 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
         counts = await acp.run(cp.counts)
         result.counts = {k: v["objects"] for k, v in counts.items()}
         result.elapsed = time.monotonic() - started
+        timeline.mark("done")
+        result.timeline = timeline.since_start()
         stats = throttle.statistics()
         result.throttles, result.retries, result.min_window = stats.throttles, stats.retries, stats.min_window
         result.capabilities = store.flags

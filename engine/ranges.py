@@ -6,7 +6,7 @@ printable character) tells which stretches of the key space hold keys; when they
 goes one character deeper there. Each stretch `(lo, hi]` with keys is a range listed by its own task with
 StartAfter, its resume position kept in the checkpoint (table `listing_ranges`). The ranges cover the
 whole key space (an empty stretch is joined to the range before it), so keys that appear later in any
-stretch are found by the next pass. A listing of one page is one range, as before.
+stretch are found by the next pass. A listing of up to SPLIT_ABOVE keys is one range.
 
 An S3 Inventory `manifest.json` with several data files is split by its files instead: one range per file,
 its position the last row of that file consumed.
@@ -30,7 +30,7 @@ PROBE_CHARS = [chr(c) for c in range(0x21, 0x7F)]   # printable ASCII; keys belo
 BELOW = "\U0010FFFD"
 SAMPLE_DEPTH = 3        # characters below the prefix the sample may go down to
 RANGE_LISTERS = 4       # ranges listed at once
-SPLIT_ABOVE = 1000      # keys: a listing of one page is not split
+SPLIT_ABOVE = 10_000    # keys: a listing this short is not split (listed in one sequence, it keeps up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,19 @@ class KeyRange:
 async def _first_after(s3: S3, bucket: str, prefix: str, point: str) -> str | None:
     page = await s3.list_page(bucket, prefix=prefix, start_after=point, max_keys=1)
     return page.refs[0].key if page.refs else None
+
+
+async def _more_than(s3: S3, bucket: str, prefix: str, count: int) -> bool:
+    """Does the listing hold more than `count` keys? (Up to count / 1,000 pages listed, in sequence.)"""
+    seen, token = 0, None
+    while True:
+        page = await s3.list_page(bucket, prefix=prefix, token=token, max_keys=min(1000, count - seen))
+        seen += len(page.refs)
+        if not page.truncated or not page.next_token:
+            return False
+        if seen >= count:
+            return True
+        token = page.next_token
 
 
 async def _sample(s3: S3, bucket: str, prefix: str, stem: str) -> list[str]:
@@ -71,9 +84,10 @@ async def _sample(s3: S3, bucket: str, prefix: str, stem: str) -> list[str]:
 
 
 async def learn_ranges(s3: S3, bucket: str, prefix: str) -> list[KeyRange]:
-    """Ranges for a new pass: one when the listing fits a page, else one per stretch that holds keys."""
-    first = await s3.list_page(bucket, prefix=prefix, max_keys=SPLIT_ABOVE)
-    if not first.truncated:
+    """Ranges for a new pass: one when the listing holds at most SPLIT_ABOVE keys, else one per stretch that
+    holds keys. Below that, one sequence of pages keeps ahead of the copies, and a sample (some 90 to 300
+    one-key listings) would cost more than it saves."""
+    if not await _more_than(s3, bucket, prefix, SPLIT_ABOVE):
         return [KeyRange("", None, "")]
     stem, cuts = prefix, []
     for _ in range(SAMPLE_DEPTH):

@@ -12,7 +12,9 @@ request, either forwards it untouched or injects the fault of the first matching
     delay           add rule.seconds of latency, then forward normally
     wrong_region    a request signed for another region than rule.region gets what S3 answers then:
                     301 (HEAD, no body) or 400 AuthorizationHeaderMalformed naming the region, both with
-                    x-amz-bucket-region; requests signed for rule.region pass
+                    x-amz-bucket-region; requests signed for rule.region pass. With rule.silent_objects,
+                    answers for objects (a path with a key) name no region: a bare 301 or 400, as
+                    some gateways answer; HeadBucket still says it
 
 Bytes are relayed as they arrive: the request line and headers (Host included, since SigV4 signs it) go
 upstream unchanged, bodies are streamed in their own framing (Content-Length, chunked or aws-chunked, or
@@ -75,6 +77,7 @@ class Rule:
     limit: int | None = None  # inject at most this many times; None for no limit
     seconds: float = 0.0  # stall/delay duration; Retry-After for slowdown (0 means 1)
     region: str = ""  # wrong_region: the bucket's region; requests signed for it pass
+    silent_objects: bool = False  # wrong_region: answers for object paths carry no region (header or body)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -214,10 +217,11 @@ def _error_response(rule: Rule, method: str, path: str, request_id: int, *, clos
         f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{path}</Resource>"
         f"<RequestId>faultproxy-{request_id}</RequestId></Error>"
     ).encode()
-    if rule.kind == "wrong_region":
+    named = rule.kind == "wrong_region" and not (rule.silent_objects and "/" in path.strip("/"))
+    if named:
         body = body.replace(b"</Message>", f"</Message><Region>{rule.region}</Region>".encode())
-        if method == "HEAD":
-            status = 301
+    if rule.kind == "wrong_region" and method == "HEAD":
+        status = 301
     reason = {503: "Slow Down", 500: "Internal Server Error", 400: "Bad Request", 301: "Moved Permanently"}[status]
     headers = [
         f"HTTP/1.1 {status} {reason}",
@@ -225,7 +229,7 @@ def _error_response(rule: Rule, method: str, path: str, request_id: int, *, clos
         f"Content-Length: {len(body)}",
         f"x-amz-request-id: faultproxy-{request_id}",
     ]
-    if rule.kind == "wrong_region":
+    if named:
         headers.append(f"x-amz-bucket-region: {rule.region}")
     if rule.kind == "slowdown":
         headers.append(f"Retry-After: {math.ceil(rule.seconds) if rule.seconds > 0 else 1}")

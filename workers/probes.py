@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
+
 from workers import sse
 from workers.errors import (
     AccessDeniedError,
@@ -21,10 +23,11 @@ from workers.errors import (
 )
 from workers.job import Retrier
 from workers.model import Encryption, Mode
-from workers.s3 import S3, Attributes, CopyRequest, CreateUpload, PutRequest, Source
+from workers.s3 import S3, Attributes, CopyRequest, CreateUpload, Directive, PutRequest, Source
 
 T = TypeVar("T")
 PROBE_MARKER = ".rekey-probe-"
+SCRATCH_DELETE_SECONDS = 30
 
 
 class UnsafeTargetError(FatalError):
@@ -111,10 +114,11 @@ async def delete_scratch(s3: S3, bucket: str, key: str, version_id: str | None) 
     """Delete a scratch object. In a versioned bucket the version written is deleted by its id: a plain
     DELETE would leave it and add a delete marker."""
     version = version_id if version_id and version_id != "null" else None
-    try:
-        await s3.delete(bucket, key, version_id=version)
-    except RekeyError:
-        pass
+    with anyio.move_on_after(SCRATCH_DELETE_SECONDS, shield=True):   # also when the probe is cancelled
+        try:
+            await s3.delete(bucket, key, version_id=version)
+        except RekeyError:
+            pass
 
 
 async def _plain_put_works(s3: S3, bucket: str, prefix: str) -> bool:
@@ -126,6 +130,30 @@ async def _plain_put_works(s3: S3, bucket: str, prefix: str) -> bool:
         return False
     await delete_scratch(s3, bucket, key, put.version_id)
     return True
+
+
+PROBE_TAGS = {"rekey-probe": "tags kept"}
+
+
+async def probe_copy_keeps_tags(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool | None:
+    """Does a CopyObject with TaggingDirective COPY (and the target encryption) keep the source's tags?
+
+    Asked on scratch objects in the destination bucket, so that copy-first need not read the tags of every
+    source that has none (in a bucket without tags, nothing else ever tells). None: inconclusive (tagging
+    refused, or the probe failed), and copy-first compares tags on its first tagged objects instead."""
+    src_key, dst_key = probe_key(prefix), probe_key(prefix)
+    versions: dict[str, str | None] = {}
+    try:
+        versions[src_key] = (await s3.put(PutRequest(bucket, src_key, b"rekey probe", tags=PROBE_TAGS))).version_id
+        versions[dst_key] = (await s3.copy(CopyRequest(
+            bucket, dst_key, Source(bucket, src_key), encryption=target,
+            metadata_directive=Directive.COPY, tagging_directive=Directive.COPY))).version_id
+        return await s3.get_tags(bucket, dst_key) == PROBE_TAGS
+    except RekeyError:
+        return None   # the target probe, run at the same time, names what is wrong
+    finally:   # both, also when cancelled with the copy in flight (it may have been made)
+        for key in (src_key, dst_key):
+            await delete_scratch(s3, bucket, key, versions.get(key))
 
 
 async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool:

@@ -82,6 +82,26 @@ async def _head_bucket(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.head_bucket(bucket)
 
 
+# (Not "a//b": SeaweedFS lists such a key as "a/b".)
+LISTED = ["listed/a b.txt", "listed/ünï/ключ", "listed/a+b=c", "listed/100%/x%20y", "listed/~t", "listed/f/"]
+
+
+async def _tags(s3: S3, bucket: str, tag: str) -> Any:
+    await s3.put_tags(bucket, "shared/plain", {"a b": "c&d<e>", "ünï": "ключ", "k": ""})
+    return await s3.get_tags(bucket, "shared/plain"), await s3.get_tags(bucket, f"{tag}/plain")
+
+
+async def _tags_missing(s3: S3, bucket: str, tag: str) -> Any:
+    return await s3.get_tags(bucket, "no/such key")
+
+
+async def _list(s3: S3, bucket: str, tag: str) -> Any:
+    first = await s3.list_page(bucket, prefix="listed/", max_keys=3)
+    rest = await s3.list_page(bucket, prefix="listed/", token=first.next_token)
+    after = await s3.list_page(bucket, prefix="listed/", start_after="listed/a b.txt")
+    return first.refs, first.truncated, rest.refs, rest.truncated, after.refs
+
+
 # errors
 async def _head_missing(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.head(bucket, "no/such key")
@@ -121,7 +141,8 @@ async def _part_no_upload(s3: S3, bucket: str, tag: str) -> Any:
 
 
 STEPS: list[Step] = [_put, _put_sse_c, _head, _head_sse_c, _get_range, _get, _copy, _copy_directive, _multipart,
-                     _delete, _head_bucket, _head_missing, _head_sse_c_without_key, _get_wrong_key, _get_changed,
+                     _delete, _head_bucket, _list, _tags, _tags_missing, _head_missing, _head_sse_c_without_key,
+                     _get_wrong_key, _get_changed,
                      _copy_changed, _copy_missing, _put_no_bucket, _head_bucket_missing, _part_no_upload]
 
 
@@ -143,6 +164,8 @@ def _without_times(value: Any) -> Any:
 
 def test_both_transports_return_equal_records(sandbox: SandboxInfo, s3_http: Any, bucket: str) -> None:
     s3_http.put_object(Bucket=bucket, Key="shared/plain", Body=b"hello")
+    for key in LISTED:
+        s3_http.put_object(Bucket=bucket, Key=key, Body=key.encode())
 
     async def run(fast: bool) -> tuple[list[Any], dict[str, int]]:
         endpoint = Endpoint(endpoint_url=sandbox.s3_https, region=sandbox.region, ca_bundle=sandbox.ca_bundle,
@@ -163,6 +186,8 @@ def test_both_transports_return_equal_records(sandbox: SandboxInfo, s3_http: Any
     slow, slow_counts = anyio.run(run, False)
     for step, a, b in zip(STEPS, fast, slow, strict=True):
         assert a == b, step.__name__
+    listed = fast[STEPS.index(_list)]
+    assert [r.key for r in [*listed[0], *listed[2]]] == sorted(LISTED) and listed[1] and not listed[3]
     assert fast_counts["fast"] > 20 and slow_counts["fast"] == 0
     errors = [r for r in fast if isinstance(r, tuple) and len(r) == 4 and isinstance(r[0], str)]
     assert {e[0] for e in errors} >= {"ObjectGoneError", "KeyRequiredError", "WrongKeyError",

@@ -64,6 +64,10 @@ def requests_for(key: str) -> list[tuple[Op, dict[str, Any]]]:
                                **cv.key_params(SSE_C)}),
         (Op.DELETE_OBJECT, {"Bucket": BUCKET, "Key": key, "VersionId": VERSION}),
         (Op.HEAD_BUCKET, {"Bucket": BUCKET}),
+        (Op.LIST_OBJECTS_V2, {"Bucket": BUCKET, "Prefix": key, "MaxKeys": 1000, "StartAfter": key}),
+        (Op.LIST_OBJECTS_V2, {"Bucket": BUCKET, "Prefix": "", "MaxKeys": 1, "ContinuationToken": "1/a+b="}),
+        (Op.GET_OBJECT_TAGGING, {"Bucket": BUCKET, "Key": key}),
+        (Op.GET_OBJECT_TAGGING, {"Bucket": BUCKET, "Key": key, "VersionId": VERSION}),
     ]
 
 

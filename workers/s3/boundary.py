@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from workers import timeline
 from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
 from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
 from workers.s3 import convert as cv
@@ -124,7 +125,7 @@ class S3:
             try:
                 result = await self._transport(op, params)
             except Exception as exc:
-                if not self._learn_region(bucket, exc):
+                if not await self._learn_region(bucket, exc):
                     raise
                 result = await self._transport(op, params)   # once more, to the bucket's region
             if op == Op.GET_OBJECT:
@@ -142,6 +143,8 @@ class S3:
     async def _transport(self, op: Op, params: dict[str, Any]) -> dict[str, Any]:
         """One request over the fast transport (hot operations) or botocore."""
         client = await self._botocore()
+        if not self.requests:
+            timeline.mark("first_request")
         self.requests += 1
         if self._fast is not None and op in HOT_OPS:
             self.requests_by_transport["fast"] += 1
@@ -150,10 +153,13 @@ class S3:
         result: dict[str, Any] = await getattr(client, op.value)(**params)
         return result
 
-    def _learn_region(self, bucket: str, exc: Exception) -> bool:
+    async def _learn_region(self, bucket: str, exc: Exception) -> bool:
         """An answer from another region (301/307, or 400 naming the bucket's region) teaches it, once:
-        True when the request should go again, now to that region."""
+        True when the request should go again, now to that region. A redirect that names no region is
+        asked about with a HeadBucket, whose answer says it (`x-amz-bucket-region`), as botocore does."""
         region = redirect_region(exc)
+        if region is None and bucket and bucket not in self.regions and is_redirect(exc):
+            region = await self._ask_region(bucket)
         used = self.regions.get(bucket) or self.endpoint.region or "us-east-1"
         if not bucket or region is None or region == used:
             return False
@@ -161,6 +167,18 @@ class S3:
                  self.endpoint.region or "us-east-1")
         self.regions[bucket] = region
         return True
+
+    async def _ask_region(self, bucket: str) -> str | None:
+        """The bucket's region from a HeadBucket's answer (200 or 301: S3 names the region in both)."""
+        try:
+            answer = await self._transport(Op.HEAD_BUCKET, {"Bucket": bucket})
+            region = answer.get("BucketRegion") or \
+                ((answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("x-amz-bucket-region")
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            region = redirect_region(exc)
+        return str(region) if region else None
 
     # --- objects -----------------------------------------------------------------------------------
 
@@ -403,6 +421,13 @@ __all__ = ["S3", "RetryPolicy"]
 
 _REDIRECT_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed",
                              "IllegalLocationConstraintException"})
+
+
+def is_redirect(exc: BaseException) -> bool:
+    """A 301/307 answer, or an error code that means "another region"."""
+    response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+    status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+    return status in (301, 307) or (response.get("Error") or {}).get("Code") in _REDIRECT_CODES
 
 
 def redirect_region(exc: BaseException) -> str | None:

@@ -20,21 +20,41 @@ Errors keep botocore's `ClientError.response` shape, so the one classifier appli
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import email.utils
+import io
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote_plus
 
+import aiohttp
 from aiobotocore.httpchecksum import apply_request_checksum
 from botocore.endpoint import create_request_object
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 from botocore.handlers import add_retry_headers
 from botocore.httpchecksum import resolve_checksum_context
+from botocore.httpsession import mask_proxy_url
+from botocore.utils import determine_content_length
+from yarl import URL
 
 from workers.s3.ops import Op
+from workers.s3.sdk import parse_timestamp
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
-                     Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT})
+                     Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
+                     Op.GET_OBJECT_TAGGING})
 
 
 class FastError(Exception):
@@ -57,6 +77,22 @@ _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | Non
 # that adds one makes every request take botocore's own path instead of silently skipping it.
 _REQUEST_CREATED = ("AioRequestSigner.handler", "UserAgentString.rebuild_and_replace_user_agent_handler",
                     "add_retry_headers")
+# What botocore runs on before-sign for S3: each acts only on ARN buckets, unsigned requests or S3 Express,
+# which take the signer's whole path (`_plain_signing`). Checked like `_REQUEST_CREATED`.
+_BEFORE_SIGN = ("remove_arn_from_signing_path", "_set_extra_headers_for_unsigned_request",
+                "S3ExpressIdentityResolver.resolve_s3express_identity")
+_SIGV4 = ("s3v4", "v4")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A signed request as it goes on the wire: what botocore's prepared request holds, in plain types."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | memoryview | None
+    url_encoded_keys: bool = False   # botocore asked for EncodingType=url itself: it decodes the keys listed
 
 
 class FastTransport:
@@ -69,7 +105,10 @@ class FastTransport:
         self._models: dict[Op, Any] = {}
         self._endpoints: dict[tuple[str, str, str], _Resolved] = {}
         self._user_agents: dict[Op, str] = {}   # botocore's User-Agent for each operation, built once
-        self._shortcut = _request_created_handlers(client) == set(_REQUEST_CREATED)
+        self._signers: dict[tuple[str, Any, str, str], str] = {}   # choose-signer's answer, per signing context
+        self._proxies: dict[str, tuple[str | None, dict[str, str]]] = {}   # scheme://host -> proxy, its headers
+        self._shortcut = (_handlers(client, "request-created.s3.HeadObject") == set(_REQUEST_CREATED)
+                          and _handlers(client, "before-sign.s3.HeadObject") == set(_BEFORE_SIGN))
 
     def _model(self, op: Op) -> Any:
         model = self._models.get(op)
@@ -103,12 +142,12 @@ class FastTransport:
             context["endpoint_properties"] = properties
         if auth_type is not None:
             context["auth_type"] = auth_type
-        if signing is not None:
-            context["signing"] = copy.deepcopy(signing)
+        if signing is not None:   # later handlers may change it: each request its own copy
+            context["signing"] = dict(signing) if _flat(signing) else copy.deepcopy(signing)
         return url, dict(headers)
 
-    async def prepare(self, op: Op, params: Mapping[str, Any]) -> Any:
-        """The signed request botocore would send for this call (an AWSPreparedRequest)."""
+    async def prepare(self, op: Op, params: Mapping[str, Any]) -> Prepared:
+        """The signed request botocore would send for this call."""
         client = self._client
         model = self._model(op)
         context = self._context(model)
@@ -124,31 +163,136 @@ class FastTransport:
             request_signer=client._request_signer, context=context)
         apply_request_checksum(request_dict)
         client._endpoint._update_retries_context(context, 1)
+        prepared = await self._signed(op, model, request_dict, str(api_params.get("Bucket", "")))
+        if context.get("encoding_type_auto_set"):
+            return replace(prepared, url_encoded_keys=True)
+        return prepared
+
+    async def _signed(self, op: Op, model: Any, request_dict: dict[str, Any], bucket: str) -> Prepared:
+        client = self._client
+        user_agent = self._user_agents.get(op)
         if user_agent is None or not self._shortcut:   # all of botocore's request-created handlers
             request = await client._endpoint.create_request(request_dict, model)
             self._user_agents[op] = request.headers["User-Agent"]
-            return request
+            return _plain(request)
         # Later calls: the same handlers of request-created (`_REQUEST_CREATED`), but not the User-Agent
         # rebuild: the (unsigned) string is the same for every call and building it is a fifth of this path.
         request = create_request_object(request_dict)
-        await client._request_signer.handler(operation_name=model.name, request=request)
+        await self._sign(model.name, request, bucket)
         add_retry_headers(request)
         request.headers["User-Agent"] = user_agent
-        return client._endpoint.prepare_request(request)
+        if request.params or isinstance(request.data, dict):   # not what the hot operations send: botocore's
+            return _plain(client._endpoint.prepare_request(request))
+        return _prepared(request)
+
+    async def _sign(self, operation: str, request: Any, bucket: str) -> None:
+        """SigV4 by botocore's signer (`add_auth`, the session's refreshable credentials). For a plain bucket,
+        choose-signer's answer is kept per signing context, and before-sign, whose handlers (`_BEFORE_SIGN`)
+        do nothing for it, is not emitted; anything else takes the signer's whole path."""
+        signer = self._client._request_signer
+        signing = request.context.get("signing") or {}
+        name, region = signing.get("signing_name") or signer._signing_name, signing.get("region") or signer._region_name
+        if bucket.startswith("arn:") or name != "s3" or "identity_cache" in signing or "request_credentials" in signing:
+            await signer.handler(operation_name=operation, request=request)
+            return
+        key = (operation, request.context.get("auth_type"), name, region)
+        version = self._signers.get(key)
+        if version is None:
+            version = self._signers[key] = await signer._choose_signer(operation, "standard", request.context)
+        if version not in _SIGV4:
+            await signer.handler(operation_name=operation, request=request)
+            return
+        auth = await signer.get_auth_instance(signing_name=name, region_name=region, signature_version=version)
+        auth.add_auth(request)
+
+    def _proxy(self, url: str) -> tuple[str | None, dict[str, str]]:
+        """The proxy botocore's HTTP session would use for this URL (HTTPS_PROXY, a profile's proxies), per host."""
+        origin = url[:url.find("/", url.find("//") + 2)]
+        hit = self._proxies.get(origin)
+        if hit is None:
+            config = self._client._endpoint.http_session._proxy_config
+            hit = self._proxies[origin] = (config.proxy_url_for(url), config.proxy_headers_for(url))
+        return hit
 
     async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
-        """One request; its answer in botocore's response shape, or a `FastError`."""
+        """One request; its answer in botocore's response shape, or a `FastError`.
+
+        Sent on the aiohttp session botocore's HTTP session made for this endpoint (its pool, CA bundle,
+        timeouts and proxy), the way that session sends it, with the body as bytes (botocore's file object
+        would make aiohttp read it through a thread)."""
         request = await self.prepare(op, params)
-        request.headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
-        response = await self._client._endpoint.http_session.send(request)
-        body: bytes = await response.content
-        return _ANSWERS[op](response.status_code, response.headers, body)
+        headers = request.headers
+        headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
+        headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
+        proxy, proxy_headers = self._proxy(request.url)
+        session = await self._client._endpoint.http_session._get_session(proxy)
+        try:
+            async with session.request(request.method, URL(request.url, encoded=True), headers=headers,
+                                       data=request.body, proxy=proxy, proxy_headers=proxy_headers) as response:
+                body = await response.read()
+                answer = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in response.raw_headers}
+                status = response.status
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _mapped(exc, request.url, proxy) from exc
+        if op == Op.LIST_OBJECTS_V2:
+            return list_answer(status, answer, body, decode=request.url_encoded_keys)
+        return _ANSWERS[op](status, answer, body)
 
 
-def _request_created_handlers(client: Any) -> set[str]:
-    """The names of the handlers botocore runs on request-created for a HeadObject (empty if unknown)."""
+def _flat(mapping: Mapping[str, Any]) -> bool:
+    return all(isinstance(v, str | bool | int | float | None) for v in mapping.values())
+
+
+def _prepared(request: Any) -> Prepared:
+    """What botocore's preparer (`prepare_request`) makes of a signed AWSRequest, in plain types. The URL is
+    as built (requests here carry no separate query parameters); a request with a body, or a method that
+    may have one, gets its Content-Length."""
+    headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
+    body = request.data if request.data != b"" else None
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and "Transfer-Encoding" not in request.headers
+            and "Content-Length" not in request.headers):
+        headers["Content-Length"] = str(determine_content_length(body))
+    return _plain(Prepared(request.method, request.url, headers, body))
+
+
+def _plain(request: Any) -> Prepared:
+    """botocore's prepared request in plain types."""
+    headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
+    body = request.body
+    if isinstance(body, io.BytesIO):
+        body = body.getbuffer()[body.tell():]
+    elif body is not None and not isinstance(body, bytes | memoryview):
+        body = body.read()
+    return Prepared(request.method, request.url, headers, body or None)
+
+
+def _mapped(exc: Exception, url: str, proxy: str | None) -> Exception:
+    """An aiohttp failure as the botocore exception aiobotocore's HTTP session raises for it."""
+    mapped: Exception
+    if isinstance(exc, aiohttp.ClientSSLError):
+        mapped = SSLError(endpoint_url=url, error=exc)
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        mapped = ProxyConnectionError(proxy_url=mask_proxy_url(proxy or ""), error=exc)
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
+                    | aiohttp.http_exceptions.BadStatusLine):
+        mapped = ConnectionClosedError(error=exc, request=None, endpoint_url=url)
+    elif isinstance(exc, aiohttp.ServerTimeoutError) and str(exc).lower().startswith("connect"):
+        mapped = ConnectTimeoutError(endpoint_url=url, error=exc)
+    elif isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        mapped = ReadTimeoutError(endpoint_url=url, error=exc)
+    elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientConnectionError | socket.gaierror):
+        mapped = EndpointConnectionError(endpoint_url=url, error=exc)
+    else:
+        mapped = HTTPClientError(error=exc)
+    return mapped
+
+
+def _handlers(client: Any, event: str) -> set[str]:
+    """The names of the handlers botocore runs on an event (empty if unknown)."""
     try:
-        found = client.meta.events._emitter._handlers.prefix_search("request-created.s3.HeadObject")
+        found = client.meta.events._emitter._handlers.prefix_search(event)
         return {str(getattr(h, "__qualname__", h)) for h in found}
     except AttributeError:
         return set()
@@ -244,9 +388,77 @@ def head_bucket_answer(status: int, headers: Mapping[str, str], body: bytes) -> 
     return {"BucketRegion": region} if region else {}
 
 
+_LIST_TOP = ("Name", "Prefix", "Delimiter", "StartAfter", "ContinuationToken", "NextContinuationToken",
+             "EncodingType")
+_LIST_DECODED = ("Delimiter", "Prefix", "StartAfter")   # botocore's decode_list_object_v2, with Contents' Key
+
+
+def list_answer(status: int, headers: Mapping[str, str], body: bytes, *, decode: bool) -> dict[str, Any]:
+    """ListObjectsV2, read into botocore's response shape (its parser takes some 70 ms for a page of 1,000
+    keys); keys URL-decoded as botocore decodes them when it asked for EncodingType=url itself."""
+    _raise_for(status, headers, body)
+    root = _xml(body)
+    out: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    for child in root if root is not None else ():
+        tag = _local(child.tag)
+        if tag == "Contents":
+            contents.append(_listed(child))
+        elif tag == "CommonPrefixes":
+            prefixes.append({"Prefix": _text(child, "Prefix")})
+        elif tag in _LIST_TOP:
+            out[tag] = child.text or ""
+        elif tag in ("KeyCount", "MaxKeys"):
+            out[tag] = int(child.text or 0)
+        elif tag == "IsTruncated":
+            out[tag] = (child.text or "").strip().lower() == "true"
+    if contents:
+        out["Contents"] = contents
+    if prefixes:
+        out["CommonPrefixes"] = prefixes
+    if decode and out.get("EncodingType") == "url":
+        for name in _LIST_DECODED:
+            if name in out:
+                out[name] = unquote_plus(out[name])
+        for item in contents:
+            item["Key"] = unquote_plus(item["Key"])
+        for item in prefixes:
+            item["Prefix"] = unquote_plus(item["Prefix"])
+    return out
+
+
+def _listed(element: ET.Element) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    for child in element:
+        tag, text = _local(child.tag), child.text or ""
+        if tag == "Size":
+            item[tag] = int(text or 0)
+        elif tag == "LastModified":
+            item[tag] = parse_timestamp(text)
+        elif tag in ("Key", "ETag", "StorageClass"):
+            item[tag] = text
+    return item
+
+
+def tagging_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """GetObjectTagging: the TagSet (keys and values as sent: XML-escaped, never URL-encoded)."""
+    _raise_for(status, headers, body)
+    root = _xml(body)
+    tags: list[dict[str, str]] = []
+    for child in root if root is not None else ():
+        if _local(child.tag) == "TagSet":
+            tags.extend({"Key": _text(tag, "Key"), "Value": _text(tag, "Value")} for tag in child)
+    out: dict[str, Any] = {"TagSet": tags}
+    if "x-amz-version-id" in headers:
+        out["VersionId"] = headers["x-amz-version-id"]
+    return out
+
+
 _ANSWERS = {Op.HEAD_OBJECT: head_answer, Op.GET_OBJECT: get_answer, Op.PUT_OBJECT: write_answer,
             Op.UPLOAD_PART: write_answer, Op.DELETE_OBJECT: write_answer, Op.COPY_OBJECT: copy_answer,
-            Op.UPLOAD_PART_COPY: part_copy_answer, Op.HEAD_BUCKET: head_bucket_answer}
+            Op.UPLOAD_PART_COPY: part_copy_answer, Op.HEAD_BUCKET: head_bucket_answer,
+            Op.GET_OBJECT_TAGGING: tagging_answer}
 
 
 class BytesBody:
