@@ -7,12 +7,12 @@ import json
 import sys
 from typing import Any
 
-from engine.audit import audit_objects, scope_from_args, summarize, table_text, write_chart, write_csv
 from engine.commands.common import EXIT_FAILED, EXIT_OK, run_async
 from workers.errors import ConfigError
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from engine.audit import audit_objects, scope_from_args, summarize, table_text, write_chart, write_csv
     if args.concurrency < 1:
         raise ConfigError("audit.concurrency: must be at least 1")
     if args.json and args.csv:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cleanup import abort_uploads
 from engine.commands.common import EXIT_OK, load, run_async
 from engine.lock import CheckpointLock
 from engine.terminal import shown
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from engine.cleanup import abort_uploads
     from engine.pipeline import open_checkpoint
     config = load(args)
     dst = config.destination.location

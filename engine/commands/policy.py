@@ -11,12 +11,12 @@ from typing import Any
 
 from engine.commands.common import EXIT_FAILED, EXIT_OK, run_async
 from engine.config import load_config
-from engine.policy import apply_plan, load_saved, plan_for, restore
 from workers.errors import ConfigError, FatalError, RekeyError
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
     from engine.pipeline import check_transport
+    from engine.policy import apply_plan, load_saved, plan_for, restore
     config = load_config(args.config)
     if args.restore:
         if args.apply:

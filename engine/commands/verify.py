@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.commands.common import EXIT_FAILED, EXIT_OK, load, run_async
 from engine.terminal import shown
-from engine.verify import Finding, verify_run
 from workers.model import State
+
+if TYPE_CHECKING:
+    from engine.verify import Finding
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from engine.pipeline import open_checkpoint
     from engine.report import write_json
+    from engine.verify import verify_run
     from workers.errors import first_fatal
     config = load(args)
     cp = open_checkpoint(config, create=False, read_only=True)
