@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,11 +200,12 @@ async def _probe_if_match(job: Job) -> None:
             await job.caps.learn(replace(fact, value=honoured))
 
 
-async def _probe_copy_first_tags(job: Job) -> None:
+async def probe_copy_first_tags(config: Config, job: Job) -> None:
     """Bucket to bucket on one endpoint, copy-first carries tags server-side: learn once, on scratch objects,
-    whether this endpoint keeps them, instead of reading every source's tags until some are found."""
+    whether this endpoint keeps them, instead of reading every source's tags until some are found. Runs
+    beside the first copies (it guards no write: until it answers, their tags are compared as before)."""
     name = CAP_KEEPS_TAGS.format(route="copy-first")
-    if (not job.policy.copy_first or job.in_place or not job.same_endpoint
+    if (config.target.mode == Mode.CSE or not job.policy.copy_first or job.in_place or not job.same_endpoint
             or job.caps.current.copy_first is False or job.caps.current.get(name) is not None):
         return
     kept = await probe_copy_keeps_tags(job.dest, job.dst.bucket, job.dst.prefix, job.target)
@@ -227,7 +228,6 @@ async def preflight(config: Config, job: Job) -> None:
         if job.in_place and caps.current.if_match is None:
             tg.start_soon(_probe_if_match, job)
         if target.mode != Mode.CSE:
-            tg.start_soon(_probe_copy_first_tags, job)
             tg.start_soon(_probe_write_paths, config, job)
 
 
@@ -453,9 +453,10 @@ class Run:
             if batch:
                 await flush()
 
-    async def run(self, before_work: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def run(self, before_work: Callable[[], Awaitable[None]] | None = None,
+                  beside_work: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         """Listing starts at once; the workers, which write, only once `before_work` (the preflight
-        probes) has passed. Its error cancels the listing."""
+        probes) has passed. Its error cancels the listing. `beside_work` starts with the workers."""
         lanes = self.executor.lanes
         send, recv = anyio.create_memory_object_stream[Item](max(self.config.run.concurrency,
                                                                   lanes * self.executor.batch_size))
@@ -466,6 +467,8 @@ class Run:
             tg.start_soon(self._on_stop, lister, watcher)
             if before_work is not None:
                 await before_work()
+            if beside_work is not None:
+                tg.start_soon(beside_work)
             for _ in range(lanes):
                 tg.start_soon(self.work, recv.clone(), out_send.clone())
             recv.close()
@@ -544,7 +547,7 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                 await check_buckets(job)
                 async with executor.session():
                     flow = Run(config, job, acp, executor, progress, completion=completion, stop=stop)
-                    await flow.run(lambda: preflight(config, job))
+                    await flow.run(lambda: preflight(config, job), lambda: probe_copy_first_tags(config, job))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:
