@@ -14,9 +14,10 @@ from tests.integration.test_cse_engine import official
 from workers.carry import COPY_FIRST_CHECKS
 
 N = 24
-# Buckets, website check, the target probe, listings, and the tags of the first tagged copies compared with their
-# sources' (two requests each): the same whatever the object count.
-STARTUP_REQUESTS = 12 + 2 * COPY_FIRST_CHECKS
+# Buckets, website check, the target probe, listings, the tag probe (5: put, copy, tags, 2 deletes), and, while
+# it has not answered, the tags of the first tagged copies compared with their sources' (two requests each): the
+# same whatever the object count.
+STARTUP_REQUESTS = 12 + 5 + 2 * COPY_FIRST_CHECKS
 
 
 def seed_plain(s3: Any, bucket: str) -> dict[str, bytes]:
