@@ -28,7 +28,7 @@ from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers import timeline
 from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
-from workers.carry import CAP_KEEPS_TAGS
+from workers.carry import CAP_HEAD_COUNTS_TAGS, CAP_KEEPS_TAGS
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
@@ -37,9 +37,9 @@ from workers.model import Encryption, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
     check_bucket,
-    probe_copy_keeps_tags,
     probe_if_match,
     probe_part_copy_into_sse_c,
+    probe_tags,
     probe_target,
     website_configured,
 )
@@ -200,17 +200,23 @@ async def _probe_if_match(job: Job) -> None:
             await job.caps.learn(replace(fact, value=honoured))
 
 
-async def probe_copy_first_tags(config: Config, job: Job) -> None:
-    """Bucket to bucket on one endpoint, copy-first carries tags server-side: learn once, on scratch objects,
-    whether this endpoint keeps them, instead of reading every source's tags until some are found. Runs
-    beside the first copies (it guards no write: until it answers, their tags are compared as before)."""
-    name = CAP_KEEPS_TAGS.format(route="copy-first")
-    if (config.target.mode == Mode.CSE or not job.policy.copy_first or job.in_place or not job.same_endpoint
-            or job.caps.current.copy_first is False or job.caps.current.get(name) is not None):
+async def probe_tags_beside(config: Config, job: Job) -> None:
+    """Learn once, on scratch objects, whether HeadObject counts tags (`head_counts_tags`: sources and
+    results without tags then need no GetObjectTagging) and, bucket to bucket on one endpoint, whether
+    copy-first's CopyObject keeps them (`keeps_tags_copy-first`: instead of reading every source's tags
+    until some are found). Runs beside the first objects: it guards no write, and until it answers they
+    are checked as before."""
+    caps = job.caps.current
+    copy_name = CAP_KEEPS_TAGS.format(route="copy-first")
+    copy = (job.policy.copy_first and not job.in_place and job.same_endpoint and caps.copy_first is not False
+            and caps.get(copy_name) is None)
+    if config.target.mode == Mode.CSE or (not copy and caps.get(CAP_HEAD_COUNTS_TAGS) is not None):
         return
-    kept = await probe_copy_keeps_tags(job.dest, job.dst.bucket, job.dst.prefix, job.target)
-    if kept is not None:
-        await job.caps.learn(named(name, kept))
+    answers = await probe_tags(job.dest, job.dst.bucket, job.dst.prefix, job.target, copy=copy)
+    if answers.head_counts_tags is not None:
+        await job.caps.learn(named(CAP_HEAD_COUNTS_TAGS, answers.head_counts_tags))
+    if answers.copy_keeps_tags is not None:
+        await job.caps.learn(named(copy_name, answers.copy_keeps_tags))
 
 
 async def preflight(config: Config, job: Job) -> None:
@@ -547,7 +553,7 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
                 await check_buckets(job)
                 async with executor.session():
                     flow = Run(config, job, acp, executor, progress, completion=completion, stop=stop)
-                    await flow.run(lambda: preflight(config, job), lambda: probe_copy_first_tags(config, job))
+                    await flow.run(lambda: preflight(config, job), lambda: probe_tags_beside(config, job))
             except BaseException as exc:
                 fatal = first_fatal(exc)
                 if fatal is not None:

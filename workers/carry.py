@@ -20,6 +20,7 @@ from workers.model import ObjectHead, ObjectRef
 log = logging.getLogger("rekey.carry")
 
 CAP_KEEPS_TAGS = "keeps_tags_{route}"   # False once a write of this route came back without its tags
+CAP_HEAD_COUNTS_TAGS = "head_counts_tags"   # HeadObject reports x-amz-tagging-count (learned on a scratch object)
 
 Tags = Mapping[str, str]
 
@@ -55,7 +56,14 @@ async def mismatch(job: Job, key: str, written: ObjectHead, carried: Carried) ->
         return why
     if carried.tags and not keeps_tags(job, carried.route):
         await put_tags(job, key, carried.tags)
+    if not carried.tags and not written.tag_count and counts_tags(job):
+        return None   # no tags to carry, and the HEAD of the result counts none
     return await check_tags(job, key, carried.tags, route=carried.route)
+
+
+def counts_tags(job: Job) -> bool:
+    """Does this endpoint's HeadObject count an object's tags (learned, see engine.pipeline.probe_tags_beside)?"""
+    return learned.known(job, CAP_HEAD_COUNTS_TAGS) is True
 
 
 def metadata_mismatch(source: ObjectHead, written: ObjectHead) -> str | None:

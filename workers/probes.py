@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -135,25 +136,39 @@ async def _plain_put_works(s3: S3, bucket: str, prefix: str) -> bool:
 PROBE_TAGS = {"rekey-probe": "tags kept"}
 
 
-async def probe_copy_keeps_tags(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool | None:
-    """Does a CopyObject with TaggingDirective COPY (and the target encryption) keep the source's tags?
+@dataclass(frozen=True, slots=True)
+class TagAnswers:
+    """What the tag probe learned; None: not asked, or inconclusive."""
 
-    Asked on scratch objects in the destination bucket, so that copy-first need not read the tags of every
-    source that has none (in a bucket without tags, nothing else ever tells). None: inconclusive (tagging
-    refused, or the probe failed), and copy-first compares tags on its first tagged objects instead."""
+    head_counts_tags: bool | None = None    # HeadObject reports x-amz-tagging-count
+    copy_keeps_tags: bool | None = None     # CopyObject with TaggingDirective COPY keeps the tags
+
+
+async def probe_tags(s3: S3, bucket: str, prefix: str, target: Encryption, *, copy: bool) -> TagAnswers:
+    """On scratch objects in the destination, in the target encryption: does a HeadObject count an object's
+    tags (then a source without tags needs no GetObjectTagging, nor its copy a check), and, with `copy`,
+    does a CopyObject with TaggingDirective COPY keep them (then copy-first need not read sources' tags)?
+    A refused or failed step leaves its answer None: the per-object checks stay."""
     src_key, dst_key = probe_key(prefix), probe_key(prefix)
+    read = target if target.mode == Mode.SSE_C else None
     versions: dict[str, str | None] = {}
+    counts: bool | None = None
     try:
-        versions[src_key] = (await s3.put(PutRequest(bucket, src_key, b"rekey probe", tags=PROBE_TAGS))).version_id
+        versions[src_key] = (await s3.put(PutRequest(bucket, src_key, b"rekey probe", encryption=target,
+                                                     tags=PROBE_TAGS))).version_id
+        counts = (await s3.head(bucket, src_key, read_enc=read)).tag_count == len(PROBE_TAGS)
+        if not copy:
+            return TagAnswers(counts)
         versions[dst_key] = (await s3.copy(CopyRequest(
-            bucket, dst_key, Source(bucket, src_key), encryption=target,
+            bucket, dst_key, Source(bucket, src_key, encryption=read), encryption=target,
             metadata_directive=Directive.COPY, tagging_directive=Directive.COPY))).version_id
-        return await s3.get_tags(bucket, dst_key) == PROBE_TAGS
+        return TagAnswers(counts, await s3.get_tags(bucket, dst_key) == PROBE_TAGS)
     except RekeyError:
-        return None   # the target probe, run at the same time, names what is wrong
+        return TagAnswers(counts)   # the target probe names what is wrong with the target, if anything
     finally:   # both, also when cancelled with the copy in flight (it may have been made)
         for key in (src_key, dst_key):
-            await delete_scratch(s3, bucket, key, versions.get(key))
+            if key in versions or copy:
+                await delete_scratch(s3, bucket, key, versions.get(key))
 
 
 async def probe_part_copy_into_sse_c(s3: S3, bucket: str, prefix: str, target: Encryption) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from workers import carry
 from workers.errors import ObjectGoneError, RekeyError, UnsupportedError, WrongKeyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef, PartResult
@@ -53,8 +54,12 @@ def write_guard(job: Job, head: ObjectHead, *, copy: bool = False) -> str | None
     return None if known is False else head.etag
 
 
-async def source_tags(job: Job, ref: ObjectRef) -> dict[str, str]:
-    """The source's tags, for CreateMultipartUpload / PutObject (a copy carries them server-side)."""
+async def source_tags(job: Job, ref: ObjectRef, head: ObjectHead | None = None) -> dict[str, str]:
+    """The source's tags, for CreateMultipartUpload / PutObject (a copy carries them server-side); none
+    asked for when its HEAD counts none on an endpoint whose HeadObject counts tags (learned on the
+    destination: so only when the source is on the same endpoint)."""
+    if head is not None and not head.tag_count and job.same_endpoint and carry.counts_tags(job):
+        return {}
     return await job.source.get_tags(job.src.bucket, ref.key, ref.version_id)
 
 
@@ -96,7 +101,7 @@ async def multipart_copy(job: Job, ref: ObjectRef, head: ObjectHead, *,
     dest_key = job.dest_key(ref.key)
     part_size = adjust_part_size(head.size, job.part_size)
     create = CreateUpload(job.dst.bucket, dest_key, encryption=job.target, attributes=Attributes.of(head),
-                          tags=await source_tags(job, ref) if tags is None else tags)
+                          tags=await source_tags(job, ref, head) if tags is None else tags)
     src = copy_source(job, head, ref)
     dest_enc = dest_key_enc(job)
     sse_c = src.sse_c or dest_enc is not None

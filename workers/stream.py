@@ -80,7 +80,7 @@ async def stream_copy(job: Job, ref: ObjectRef, head: ObjectHead, *, tags: Mappi
     read means the server wants the other form of the ETag (RGW 16 matches only the unquoted one): the
     other form is learned for the run and the write is done again; a real change stays a 412."""
     if tags is None:
-        tags = await source_tags(job, ref)
+        tags = await source_tags(job, ref, head)
     unquoted = learned.known(job, CAP_IF_MATCH_UNQUOTED) is True
     try:
         return await _stream_copy(job, ref, head, tags, unquoted=unquoted, held=held)

@@ -77,7 +77,7 @@ async def _migrate(job: Job, ref: ObjectRef, listed: bool) -> Outcome:
                   "/".join(decision.strategies), decision.reason)
         await _journal_source_mode(job, ref, learned, decision)
         # Read before any write that could drop them (an in-place copy may delete them): the tags to carry.
-        tags = await source_tags(job, ref) if decision.first in SERVER_SIDE else None
+        tags = await source_tags(job, ref, head) if decision.first in SERVER_SIDE else None
         attempt = Attempt(job, ref, head, learned, decision.reason, tags)
         for running in decision.strategies:
             try:
