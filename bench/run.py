@@ -87,6 +87,15 @@ def _hwm_kib(pid: int) -> int:
     return 0
 
 
+def compile_rekey() -> None:
+    """Byte-compile rekey's own modules, as pip does for the peers' packages when it installs them: rekey
+    runs from the work tree, and with PYTHONDONTWRITEBYTECODE set (or a fresh tree) every run of it would
+    otherwise compile its modules from source at start-up (0.2-0.4 s of CPU on the 2-core machine)."""
+    import compileall
+    for package in ("engine", "workers"):
+        compileall.compile_dir(str(peers.ROOT / package), quiet=1)
+
+
 def boto_client(info: Any) -> Any:
     import botocore.config
     import botocore.session
@@ -315,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     tools = [t for t in peers.TOOLS if wanted is None or t.name in wanted or t.family in wanted]
     if not args.no_install:
         peers.install()
+    compile_rekey()
     from engine.sandbox import Sandbox, create_kms_key
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

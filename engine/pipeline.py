@@ -32,7 +32,7 @@ from workers.carry import CAP_HEAD_COUNTS_TAGS, CAP_KEEPS_TAGS
 from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
 from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
-from workers.memory import MemoryBudget
+from workers.memory import SLACK, BufferPool, MemoryBudget
 from workers.model import Encryption, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
@@ -162,6 +162,7 @@ def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, 
         verify_auto=run.verify.value == "auto", copy_first=run.copy_first)
     hooks = Hooks(memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
                   write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
+                  buffers=BufferPool(keep_bytes=(run.part_size + SLACK) * STREAM_BUFFERS),
                   journal=acp, objects=acp, caps=caps or LocalCapabilities())
     return Job(route, policy, hooks)
 

@@ -7,14 +7,11 @@ parts are not reused). The multipart upload is completed only after the source's
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from workers import sse
 from workers.cse import (
@@ -39,11 +36,12 @@ from workers.cse import (
     parse_envelope,
     rewrap_envelope,
 )
+from workers.cse.transform import DIGEST_PREFIX, PartCutter, PartSink, PlaintextDigest, Transform, digest_key
 from workers.errors import CorruptObjectError, FatalError, ObjectChangedError, ObjectError, RekeyError, VerifyError
 from workers.job import CseSettings, Job
-from workers.memory import MemoryBudget
+from workers.memory import SLACK, MemoryBudget
 from workers.model import Encryption, ObjectHead, ObjectRef, SecretKey
-from workers.multipart import SendPart, run_ordered_upload
+from workers.multipart import part_body, run_ordered_upload
 from workers.parts import adjust_part_size
 from workers.s3 import Attributes, CopyRequest, CreateUpload, Directive, PutRequest, Source
 from workers.serverside import dest_key_enc, source_tags, write_guard
@@ -52,6 +50,7 @@ from workers.stream import content_md5, read_range, replace_guard, reserved, sou
 TAG_LEN = 16
 PREFETCH = 1       # ranged GETs ahead of the cipher, per object
 _OFFLOAD = 256 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,79 +108,27 @@ async def already_under_target(settings: CseSettings, env: Envelope) -> bool:
     return True
 
 
-DIGEST_PREFIX = "hmac-sha256:"
-_DIGEST_INFO = b"rekey plaintext digest v1"
-
-
-def digest_key(data_key: SecretKey) -> bytes:
-    """The key of an object's plaintext digest: HKDF-SHA256 of its data key. The checkpoint holds the digest
-    only, so nobody who reads it can confirm a guess of the plaintext without the data key; `verify --deep`
-    derives it again from the data key it unwraps anyway."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DIGEST_INFO).derive(data_key.raw)
-
-
-class PlaintextDigest:
-    """HMAC-SHA256 of a plaintext under `digest_key`, written `hmac-sha256:<hex>`."""
-
-    def __init__(self, key: bytes) -> None:
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        self._mac.update(data)
-
-    def text(self) -> str:
-        return DIGEST_PREFIX + self._mac.hexdigest()
-
-
-class Transform:
-    """In-order bytes transform: optional decrypt, then optional encrypt; a keyed digest of the plaintext."""
-
-    def __init__(self, decryptor: ContentDecryptor | None, encryptor: ContentEncryptor | None,
-                 digest_with: SecretKey | None = None) -> None:
-        self._dec = decryptor
-        self._enc = encryptor
-        self._sha = PlaintextDigest(digest_key(digest_with)) if digest_with is not None else None
-        self.plain_bytes = 0
-
-    def update(self, chunk: bytes) -> bytes:
-        plain = self._dec.update(chunk) if self._dec else chunk
-        self.plain_bytes += len(plain)
-        if self._sha is not None:
-            self._sha.update(plain)
-        return self._enc.update(plain) if self._enc else plain
-
-    def finish(self) -> bytes:
-        tail = self._dec.finalize() if self._dec else b""  # raises CorruptObjectError on a bad tag
-        self.plain_bytes += len(tail)
-        if self._sha is not None:
-            self._sha.update(tail)
-        out = self._enc.update(tail) if self._enc else tail
-        return out + (self._enc.finalize() if self._enc else b"")
-
-    @property
-    def sha256(self) -> str | None:
-        """The plaintext's keyed digest (under the target's data key when encrypting, else the source's)."""
-        return self._sha.text() if self._sha is not None else None
-
-
-async def _run(fn: Callable[[], bytes], size: int) -> bytes:
+async def _run(fn: Callable[[], T], size: int) -> T:
+    """`fn()`, in a worker thread when it works on more than _OFFLOAD bytes (cryptography and hashlib
+    release the GIL on large buffers, so it overlaps the event loop's network I/O)."""
     return await anyio.to_thread.run_sync(fn) if size > _OFFLOAD else fn()
 
 
 async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, part_size: int,
-                   send: SendPart) -> int:
-    """Read the source in order (two ranged GETs ahead), transform, cut into parts, send them.
+                   sink: PartSink) -> int:
+    """Read the source in order (PREFETCH ranged GETs ahead), transform each range straight into part
+    buffers the sink lends, send them; returns the number of parts.
 
-    Memory: a read holds part_size of the read budget until transformed; `send` takes from the write
-    budget until uploaded. The pools are separate, so a producer waiting for write room never holds
-    what an upload needs to finish.
+    Memory: a read holds its range's size of the read budget until transformed; a part buffer is lent
+    within the write budget until uploaded. The pools are separate, so a producer waiting for write room
+    never holds what an upload needs to finish.
     """
     spans = [(s, min(s + part_size, head.size) - 1) for s in range(0, head.size, part_size)]
     ready: dict[int, bytes] = {}
     events = [anyio.Event() for _ in spans]
     ahead = anyio.Semaphore(PREFETCH)
-    parts = Rechunker(part_size)
-    number = 0
+    parts = PartCutter(part_size, sink)
+    transform.reserve(part_size)
     async with anyio.create_task_group() as tg:
 
         async def fetch(i: int) -> None:
@@ -200,70 +147,13 @@ async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transf
             await events[i].wait()
             chunk = ready.pop(i)
             try:
-                parts.push(await _run(lambda c=chunk: transform.update(c), len(chunk)))  # type: ignore[misc]
+                await parts.feed(chunk, transform.update_into)
             finally:
                 del chunk
                 await budget_release(job.memory, spans[i][1] - spans[i][0] + 1)
                 ahead.release()
-            for part in parts.full_parts():
-                number += 1
-                await send(number, part)
-    parts.push(transform.finish())
-    for part in parts.rest():
-        number += 1
-        await send(number, part)
-    if number == 0:
-        await send(1, b"")
-        number = 1
-    return number
-
-
-class Rechunker:
-    """Cuts a stream of byte chunks into parts of exactly `part_size` (the last one shorter). A chunk that
-    is already a whole part (encryption keeps lengths) passes through without a copy."""
-
-    def __init__(self, part_size: int) -> None:
-        self.part_size = part_size
-        self._pieces: list[bytes] = []
-        self._size = 0
-
-    def push(self, data: bytes) -> None:
-        if data:
-            self._pieces.append(data)
-            self._size += len(data)
-
-    def full_parts(self) -> list[bytes]:
-        out = []
-        while self._size >= self.part_size:
-            out.append(self._take(self.part_size))
-        return out
-
-    def rest(self) -> list[bytes]:
-        """Whatever remains once the stream ended: full parts, then the shorter last one."""
-        out = self.full_parts()
-        if self._size:
-            out.append(self._take(self._size))
-        return out
-
-    def _take(self, n: int) -> bytes:
-        first = self._pieces[0]
-        if len(first) == n:
-            self._pieces.pop(0)
-            self._size -= n
-            return first
-        taken: list[bytes] = []
-        need = n
-        while need:
-            piece = self._pieces.pop(0)
-            if len(piece) <= need:
-                taken.append(piece)
-                need -= len(piece)
-            else:
-                taken.append(piece[:need])
-                self._pieces.insert(0, piece[need:])
-                need = 0
-        self._size -= n
-        return b"".join(taken)
+    await parts.write(transform.finish())
+    return await parts.close()
 
 
 async def budget_acquire(budget: MemoryBudget | None, nbytes: int) -> None:
@@ -386,10 +276,13 @@ async def _forget_instruction(job: Job, dest_key: str) -> None:
 async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: CreateUpload,
                  dest_key: str, plain_size: int) -> CseResult:
     key_enc = dest_key_enc(job)  # SSE-C target: every UploadPart carries the key
-    if head.size <= job.single_put_max:
+    # Larger objects stream in parts: GETs and uploads overlap, and memory is a few parts per object.
+    if head.size <= min(job.single_put_max, job.part_size):
         async with reserved(job, head.size * 2):
             body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
-            data = await _run(lambda: transform.update(body) + transform.finish(), len(body))
+            out = bytearray(len(body) + SLACK)   # made here, not in a worker thread's heap arena
+            transform.reserve(len(body))
+            data = await _run(lambda: _whole(transform, body, out), len(body))
             md5 = await content_md5(data)
             req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
                              attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
@@ -398,9 +291,18 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transfor
     part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
     done = await run_ordered_upload(
         job, ref, kind="cse", part_size=part_size, create=create,
-        produce=lambda send: _produce(job, ref, head, transform, part_size, send),
+        produce=lambda sink: _produce(job, ref, head, transform, part_size, sink),
         part_encryption=key_enc, complete_if_match=replace_guard(job, head))
     return CseResult(2 * head.size, transform.sha256, done.etag, transform.plain_bytes)
+
+
+def _whole(transform: Transform, body: bytes, out: bytearray) -> bytes:
+    """A whole object's transform into `out` (len(body) + SLACK bytes): one buffer, no joins."""
+    view = memoryview(out)
+    n = transform.update_into(body, view)
+    tail = transform.finish()
+    view[n:n + len(tail)] = tail
+    return part_body(out, n + len(tail))
 
 
 async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> None:
@@ -459,16 +361,18 @@ async def decrypted_sha256(job: Job, dest_key: str, head: ObjectHead, env: Envel
     """Read a client-side object back in part-size ranges, decrypt it (the tag is checked at the end:
     CorruptObjectError otherwise) and return the keyed digest of its plaintext (see `digest_key`)."""
     data_key = await keyring.unwrap(env)
-    decryptor = ContentDecryptor.for_envelope(data_key, env)
-    sha = PlaintextDigest(digest_key(data_key))
+    transform = Transform(ContentDecryptor.for_envelope(data_key, env), None, digest_with=data_key)
+    scratch = memoryview(bytearray(job.part_size + SLACK))   # plaintext is only hashed: one buffer for all
     done = 0
     while done < head.size:
         end = min(head.size, done + job.part_size) - 1
         chunk = await read_dest_range(job, dest_key, done, end)
-        sha.update(await _run(lambda c=chunk: decryptor.update(c), len(chunk)))  # type: ignore[misc]
+        await _run(lambda c=chunk: transform.update_into(c, scratch), len(chunk))  # type: ignore[misc]
         done += len(chunk)
-    sha.update(decryptor.finalize())
-    return sha.text()
+    transform.finish()
+    digest = transform.sha256
+    assert digest is not None
+    return digest
 
 
 async def read_dest_range(job: Job, dest_key: str, start: int, end: int) -> bytes:
@@ -495,5 +399,16 @@ def source_keyring(keyrings: list[Keyring]) -> Keyring | None:
     return MultiKeyring(keyrings) if keyrings else None
 
 
-__all__ = ["CseResult", "CseSettings", "already_under_target", "load_envelope", "rewrap", "source_read_enc",
-           "transfer", "verify_cse"]
+__all__ = [
+    "DIGEST_PREFIX",
+    "CseResult",
+    "CseSettings",
+    "PlaintextDigest",
+    "already_under_target",
+    "digest_key",
+    "load_envelope",
+    "rewrap",
+    "source_read_enc",
+    "transfer",
+    "verify_cse",
+]

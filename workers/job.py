@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from workers.capabilities import CapabilityHook, LocalCapabilities
 from workers.core.decide import RouteKind, Target
 from workers.cse import CseFormat, Keyring
-from workers.memory import MemoryBudget
+from workers.memory import BufferPool, MemoryBudget
 from workers.model import Encryption, Location, Mode, ObjectRef, PartResult, SecretKey
 from workers.s3 import S3
 
@@ -162,6 +162,7 @@ class Hooks:
 
     memory: MemoryBudget | None = None        # bytes of part buffers read and not yet written
     write_memory: MemoryBudget | None = None  # bytes of transformed parts waiting for or in an upload
+    buffers: BufferPool = field(default_factory=BufferPool)  # part buffers lent within write_memory, reused
     journal: PartJournal | None = None
     objects: ObjectJournal | None = None
     retry: Retrier | None = None
@@ -253,6 +254,10 @@ class Job:
     @property
     def write_memory(self) -> MemoryBudget | None:
         return self.hooks.write_memory
+
+    @property
+    def buffers(self) -> BufferPool:
+        return self.hooks.buffers
 
     @property
     def journal(self) -> PartJournal | None:

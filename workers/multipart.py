@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
+from anyio.abc import TaskGroup
 
 from workers.errors import ObjectChangedError, RekeyError, leaves
 from workers.job import Job, UploadResume
+from workers.memory import SLACK
 from workers.model import Encryption, ObjectRef, PartResult
 from workers.parts import PartSpan
 from workers.s3 import CreateUpload, Written
@@ -166,8 +168,57 @@ def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
     return flat[0] if flat else None
 
 
-SendPart = Callable[[int, bytes], Awaitable[None]]
 ORDERED_UPLOADS = 2  # parts of one in-order (client-side) stream uploading at once
+
+
+def part_body(buf: bytearray, length: int) -> bytes:
+    """The first `length` bytes of a part buffer as a request body, without a copy. Both transports send
+    any bytes-like body as it is (botocore wraps only `bytes` in a BytesIO, which aiohttp copies again);
+    the S3 boundary types bodies as `bytes`."""
+    return cast(bytes, memoryview(buf)[:length]) if length else b""
+
+
+class _OrderedSink:
+    """The parts of one in-order stream: buffers lent from the run's pool within the write budget,
+    uploads in parallel behind the producer (at most ORDERED_UPLOADS, and the job's part concurrency)."""
+
+    def __init__(self, job: Job, tg: TaskGroup, upload: Callable[[int, bytes], Awaitable[PartResult]],
+                 part_size: int) -> None:
+        self._job = job
+        self._tg = tg
+        self._upload = upload
+        self._part_size = part_size
+        self._slots = anyio.Semaphore(max(1, min(ORDERED_UPLOADS, job.part_concurrency)))
+        self.results: dict[int, PartResult] = {}
+        self.lent = 0   # buffers lent and not yet sent: their budget goes back if the stream fails
+
+    async def buffer(self) -> bytearray:
+        if self._job.write_memory is not None:
+            await self._job.write_memory.acquire(self._part_size)
+        self.lent += 1
+        return self._job.buffers.take(self._part_size + SLACK)
+
+    async def send(self, number: int, buf: bytearray, length: int) -> None:
+        await self._slots.acquire()
+        self.lent -= 1
+        self._tg.start_soon(self._one, number, buf, length)
+
+    async def _one(self, number: int, buf: bytearray, length: int) -> None:
+        try:
+            self.results[number] = await self._upload(number, part_body(buf, length))
+        finally:
+            await self._give_back(1)
+            self._slots.release()
+        self._job.buffers.give(buf)   # only after a finished upload: a failed one may still hold a view
+
+    async def _give_back(self, buffers: int) -> None:
+        if self._job.write_memory is not None and buffers:
+            await self._job.write_memory.release(self._part_size * buffers)
+
+    async def close(self) -> None:
+        """Give back the budget of buffers lent and never sent (the stream failed)."""
+        lent, self.lent = self.lent, 0
+        await self._give_back(lent)
 
 
 async def run_ordered_upload(
@@ -177,15 +228,15 @@ async def run_ordered_upload(
     kind: str,
     part_size: int,
     create: CreateUpload,
-    produce: Callable[[SendPart], Awaitable[object]],
+    produce: Callable[[_OrderedSink], Awaitable[object]],
     part_encryption: Encryption | None = None,
     complete_if_match: str | None = None,
 ) -> Written:
-    """A multipart upload whose parts are produced in order (a GCM stream): `produce` calls
-    `send_part(number, data)` for each; uploads run in parallel behind it, bounded by the job's
-    part concurrency. Never resumed (the cipher state cannot be rebuilt): an earlier upload of the
-    same object is aborted first. Any failure in `produce` (a bad tag) aborts the upload.
-    `part_encryption` (an SSE-C key) goes with every part and the Complete."""
+    """A multipart upload whose parts are produced in order (a GCM stream): `produce` fills buffers the
+    sink lends (`PartSink.buffer`) and sends them (`PartSink.send`); uploads run in parallel behind it.
+    Never resumed (the cipher state cannot be rebuilt): an earlier upload of the same object is aborted
+    first. Any failure in `produce` (a bad tag) aborts the upload. `part_encryption` (an SSE-C key) goes
+    with every part and the Complete."""
     bucket, key = create.bucket, create.key
     if job.journal is not None:
         point = await job.journal.resume_point(ref)
@@ -196,30 +247,20 @@ async def run_ordered_upload(
     if job.journal is not None:
         await job.journal.upload_started(ref, upload_id=upload_id, dest_bucket=bucket, dest_key=key,
                                          part_size=part_size, source_etag=ref.etag, kind=kind)
-    results: dict[int, PartResult] = {}
-    slots = anyio.Semaphore(max(1, min(ORDERED_UPLOADS, job.part_concurrency)))
+
+    async def upload(number: int, body: bytes) -> PartResult:
+        md5 = base64.b64encode(await anyio.to_thread.run_sync(lambda: hashlib.md5(body).digest())).decode("ascii")
+        return await job.dest.upload_part(bucket, key, upload_id, number, body, content_md5=md5,
+                                          encryption=part_encryption)
+
     try:
         async with anyio.create_task_group() as tg:
-
-            async def upload(number: int, data: bytes) -> None:
-                try:
-                    md5 = base64.b64encode(await anyio.to_thread.run_sync(lambda: hashlib.md5(data).digest())
-                                           ).decode("ascii")
-                    results[number] = await job.dest.upload_part(
-                        bucket, key, upload_id, number, data, content_md5=md5, encryption=part_encryption)
-                finally:
-                    if job.write_memory is not None:
-                        await job.write_memory.release(len(data))
-                    slots.release()
-
-            async def send_part(number: int, data: bytes) -> None:
-                await slots.acquire()
-                if job.write_memory is not None:
-                    await job.write_memory.acquire(len(data))
-                tg.start_soon(upload, number, data)
-
-            await produce(send_part)
-        done = await job.dest.complete_upload(bucket, key, upload_id, list(results.values()),
+            sink = _OrderedSink(job, tg, upload, part_size)
+            try:
+                await produce(sink)
+            finally:
+                await sink.close()
+        done = await job.dest.complete_upload(bucket, key, upload_id, list(sink.results.values()),
                                               encryption=part_encryption, if_match=complete_if_match)
     except BaseException as exc:
         await _fail(job, ref, bucket, key, upload_id, exc)

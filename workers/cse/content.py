@@ -203,6 +203,19 @@ class ContentDecryptor:
         self._tail = held[-TAG_LEN:]
         return self._ctx.update(held[:-TAG_LEN]) if len(held) > TAG_LEN else b""
 
+    def update_into(self, chunk: bytes | bytearray | memoryview, out: memoryview) -> int:
+        """`update` into `out` (at least len(chunk) + 31 bytes long); returns the bytes written. GCM writes
+        straight into `out` (no new buffer); CBC (legacy, read-only) goes through `update`."""
+        view = memoryview(chunk)
+        if not self._gcm or len(view) < TAG_LEN:
+            plain = self.update(view)
+            out[:len(plain)] = plain
+            return len(plain)
+        n = self._ctx.update_into(self._tail, out) if self._tail else 0
+        n += self._ctx.update_into(view[:-TAG_LEN], out[n:])
+        self._tail = bytes(view[-TAG_LEN:])
+        return n
+
     def finalize(self) -> bytes:
         """Authenticate (GCM) or unpad (CBC); returns any last plaintext bytes."""
         if not self._gcm:
