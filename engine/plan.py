@@ -246,21 +246,23 @@ def _through_rekey(job: Job, learned: Learned, strategy: Strategy, size: int, pa
     env = learned.envelope
     cse = job.cse
     file_out = bool(cse and cse.target and cse.instruction_file)
-    writes = 2 if size <= job.policy.single_put_max else 2 + parts          # PUT, or create + parts + complete
-    reads = 1 + (1 if size <= job.policy.single_put_max else parts)         # tags + ranged GETs
+    one_put = size <= (job.policy.single_put_max if strategy == Strategy.STREAM else job.policy.cse_single_put_max)
+    writes = 2 if one_put else 2 + parts          # PUT, or create + parts + complete
+    reads = 1 + (1 if one_put else parts)         # tags + ranged GETs
     kms_wrap = 2 if cse is not None and isinstance(cse.target, KmsKeyring) else 0   # wrap, then unwrap check
     verify_cse = verify * (1 + file_out)
     if strategy == Strategy.STREAM:
         return Cost(requests=reads + writes - 1 + verify, bytes_through_rekey=2 * size)
     if strategy == Strategy.CSE_ENCRYPT:
-        return Cost(requests=reads + writes - 1 + file_out + verify_cse, kms_calls=kms_wrap + verify * (kms_wrap // 2),
+        # The written envelope's data key was unwrapped before the write: verifying it needs no KMS call.
+        return Cost(requests=reads + writes - 1 + file_out + verify_cse, kms_calls=kms_wrap,
                     bytes_through_rekey=2 * size)
     unwrap = _kms_unwraps(env)
     if strategy == Strategy.CSE_DECRYPT:
         return Cost(requests=reads + writes - 1 + verify, kms_calls=unwrap, bytes_through_rekey=2 * size)
     if strategy == Strategy.CSE_REENCRYPT:
         return Cost(requests=reads + writes - 1 + file_out + verify_cse,
-                    kms_calls=unwrap + kms_wrap + verify * (kms_wrap // 2), bytes_through_rekey=2 * size)
+                    kms_calls=unwrap + kms_wrap, bytes_through_rekey=2 * size)
     # REWRAP / CSE_COPY: a new wrapping of the data key and a metadata copy; the data is not read.
     return Cost(requests=file_out + 1 + verify_cse, kms_calls=unwrap + kms_wrap // 2 + verify * (kms_wrap // 2))
 

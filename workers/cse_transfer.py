@@ -7,9 +7,9 @@ parts are not reused). The multipart upload is completed only after the source's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -37,7 +37,16 @@ from workers.cse import (
     rewrap_envelope,
 )
 from workers.cse.transform import DIGEST_PREFIX, PartCutter, PartSink, PlaintextDigest, Transform, digest_key
-from workers.errors import CorruptObjectError, FatalError, ObjectChangedError, ObjectError, RekeyError, VerifyError
+from workers.errors import (
+    CorruptObjectError,
+    FatalError,
+    ObjectChangedError,
+    ObjectError,
+    RekeyError,
+    VerifyError,
+    leaves,
+    most_telling,
+)
 from workers.job import CseSettings, Job
 from workers.memory import SLACK, MemoryBudget
 from workers.model import Encryption, ObjectHead, ObjectRef, SecretKey
@@ -45,10 +54,10 @@ from workers.multipart import part_body, run_ordered_upload
 from workers.parts import adjust_part_size
 from workers.s3 import Attributes, CopyRequest, CreateUpload, Directive, PutRequest, Source
 from workers.serverside import dest_key_enc, source_tags, write_guard
-from workers.stream import content_md5, read_range, replace_guard, reserved, source_read_enc
+from workers.stream import content_md5, read_range, replace_guard, source_read_enc
 
 TAG_LEN = 16
-PREFETCH = 1       # ranged GETs ahead of the cipher, per object
+PREFETCH = 2       # ranged GETs fetched or waiting per object: the next one is read while one is transformed
 _OFFLOAD = 256 * 1024
 T = TypeVar("T")
 
@@ -59,6 +68,7 @@ class CseResult:
     plaintext_sha256: str | None
     new_etag: str | None = None
     plaintext_size: int | None = None   # plaintext bytes that went through the transform (CBC padding hides it)
+    checked: Envelope | None = None     # the envelope written, its data key seen unwrapped by the target keyring
 
 
 def user_metadata(head: ObjectHead) -> dict[str, str]:
@@ -114,44 +124,100 @@ async def _run(fn: Callable[[], T], size: int) -> T:
     return await anyio.to_thread.run_sync(fn) if size > _OFFLOAD else fn()
 
 
-async def _produce(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, part_size: int,
-                   sink: PartSink) -> int:
-    """Read the source in order (PREFETCH ranged GETs ahead), transform each range straight into part
-    buffers the sink lends, send them; returns the number of parts.
+class Later(Generic[T]):
+    """A value a task beside the caller fetches (`run`), awaited where it is needed (`get`)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._value: T | None = None
+        self._error: Exception | None = None
+
+    async def run(self, fetch: Callable[[], Awaitable[T]]) -> None:
+        try:
+            self._value = await fetch()
+        except Exception as exc:   # raised where the value is awaited, in the caller's own flow
+            self._error = exc
+        self._event.set()
+
+    async def get(self) -> T:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+class RangeReader:
+    """The source read in order in ranges of `span` bytes, PREFETCH GETs ahead of its consumer. A range
+    holds `weight` times its size of the read budget from before its GET until `done`; whatever is held
+    when the reader is closed (the object failed) goes back."""
+
+    def __init__(self, job: Job, ref: ObjectRef, head: ObjectHead, span: int, *, weight: int = 1) -> None:
+        self._job, self._ref, self._head = job, ref, head
+        self.span = span
+        self.spans = [(s, min(s + span, head.size) - 1) for s in range(0, head.size, span)]
+        self._weight = weight
+        self._ready: dict[int, bytes] = {}
+        self._failed: dict[int, Exception] = {}
+        self._events = [anyio.Event() for _ in self.spans]
+        self._ahead = anyio.Semaphore(PREFETCH)
+        self._held = 0
+
+    def _cost(self, i: int) -> int:
+        start, end = self.spans[i]
+        return self._weight * (end - start + 1)
+
+    async def run(self) -> None:
+        """Issue the GETs in order, each once the budget and PREFETCH allow (beside the consumer)."""
+        async with anyio.create_task_group() as tg:
+            for i in range(len(self.spans)):
+                await self._ahead.acquire()
+                await budget_acquire(self._job.memory, self._cost(i))
+                self._held += self._cost(i)
+                tg.start_soon(self._fetch, i)
+
+    async def _fetch(self, i: int) -> None:
+        start, end = self.spans[i]
+        try:
+            self._ready[i] = await read_range(self._job, self._ref, self._head, start, end)
+        except Exception as exc:   # raised by `take`, in the consumer's own flow (its cleanup runs)
+            self._failed[i] = exc
+        self._events[i].set()
+
+    async def take(self, i: int) -> bytes:
+        await self._events[i].wait()
+        if i in self._failed:
+            raise self._failed.pop(i)
+        return self._ready.pop(i)
+
+    async def done(self, i: int) -> None:
+        self._held -= self._cost(i)
+        await budget_release(self._job.memory, self._cost(i))
+        self._ahead.release()
+
+    async def close(self) -> None:
+        held, self._held = self._held, 0
+        self._ready.clear()
+        await budget_release(self._job.memory, held)
+
+
+async def _produce(reader: RangeReader, transform: Transform, part_size: int, sink: PartSink) -> int:
+    """Transform the source's ranges in order straight into part buffers the sink lends, and send them;
+    returns the number of parts.
 
     Memory: a read holds its range's size of the read budget until transformed; a part buffer is lent
     within the write budget until uploaded. The pools are separate, so a producer waiting for write room
     never holds what an upload needs to finish.
     """
-    spans = [(s, min(s + part_size, head.size) - 1) for s in range(0, head.size, part_size)]
-    ready: dict[int, bytes] = {}
-    events = [anyio.Event() for _ in spans]
-    ahead = anyio.Semaphore(PREFETCH)
     parts = PartCutter(part_size, sink)
     transform.reserve(part_size)
-    async with anyio.create_task_group() as tg:
-
-        async def fetch(i: int) -> None:
-            start, end = spans[i]
-            ready[i] = await read_range(job, ref, head, start, end)
-            events[i].set()
-
-        async def feeder() -> None:
-            for i in range(len(spans)):
-                await ahead.acquire()
-                await budget_acquire(job.memory, spans[i][1] - spans[i][0] + 1)
-                tg.start_soon(fetch, i)
-
-        tg.start_soon(feeder)
-        for i in range(len(spans)):
-            await events[i].wait()
-            chunk = ready.pop(i)
-            try:
-                await parts.feed(chunk, transform.update_into)
-            finally:
-                del chunk
-                await budget_release(job.memory, spans[i][1] - spans[i][0] + 1)
-                ahead.release()
+    for i in range(len(reader.spans)):
+        chunk = await reader.take(i)
+        try:
+            await parts.feed(chunk, transform.update_into)
+        finally:
+            del chunk
+            await reader.done(i)
     await parts.write(transform.finish())
     return await parts.close()
 
@@ -168,25 +234,74 @@ async def budget_release(budget: MemoryBudget | None, nbytes: int) -> None:
 
 async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: SecretKey | None,
                    source_env: Envelope | None, encrypt: CseSettings | None) -> CseResult:
-    """Stream one object through rekey: decrypt a client-side source and/or encrypt for a client-side target."""
+    """Stream one object through rekey: decrypt a client-side source and/or encrypt for a client-side target.
+
+    The source's first GET goes out at once, while the data key is wrapped and checked, the source's tags
+    read and the upload created: none of those needs the data, and the data needs none of them to be read."""
+    plain_size = _plain_size(head, source_env)
+    if encrypt is not None and encrypt.target is not None and plain_size > GCM_MAX_PLAINTEXT:
+        raise ObjectError(f"{plain_size} bytes is over the {GCM_MAX_PLAINTEXT}-byte limit of one GCM stream",
+                          bucket=job.src.bucket, key=ref.key, op="encrypt")   # before any I/O
+    if _one_put(job, head):
+        reader = RangeReader(job, ref, head, max(head.size, 1), weight=2)   # the body and its transform
+    else:
+        reader = RangeReader(job, ref, head, _part_size(job, head, source_env))
+    tags = Later[dict[str, str]]()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader.run)
+            tg.start_soon(tags.run, lambda: source_tags(job, ref))
+            result = await _transfer(job, ref, head, reader, tags, decrypt_with=decrypt_with,
+                                     source_env=source_env, encrypt=encrypt)
+    except BaseExceptionGroup as group:
+        raise _ended_by(group) from None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.close()
+    return result
+
+
+def _ended_by(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ended a transfer's task group: the most telling rekey error, else its only one."""
+    telling = most_telling(group)
+    if telling is not None:
+        return telling
+    real = [e for e in leaves(group) if not isinstance(e, anyio.get_cancelled_exc_class())]
+    return real[0] if len(real) == 1 else group
+
+
+def _one_put(job: Job, head: ObjectHead) -> bool:
+    """One GET and one PutObject; larger objects stream in parts (GETs and uploads overlap, and memory is a
+    few parts per object)."""
+    return head.size <= job.policy.cse_single_put_max
+
+
+def _plain_size(head: ObjectHead, source_env: Envelope | None) -> int:
+    gcm_source = source_env is not None and source_env.content_alg != ContentAlg.AES_CBC
+    return head.size - TAG_LEN if gcm_source else head.size
+
+
+def _part_size(job: Job, head: ObjectHead, source_env: Envelope | None) -> int:
+    return adjust_part_size(max(head.size, _plain_size(head, source_env) + TAG_LEN), job.part_size)
+
+
+async def _transfer(job: Job, ref: ObjectRef, head: ObjectHead, reader: RangeReader, tags: Later[dict[str, str]], *,
+                    decrypt_with: SecretKey | None, source_env: Envelope | None,
+                    encrypt: CseSettings | None) -> CseResult:
     dest_key = job.dest_key(ref.key)
     decryptor = ContentDecryptor.for_envelope(decrypt_with, source_env) if decrypt_with and source_env else None
-    plain_size = head.size - TAG_LEN if source_env is not None and source_env.content_alg != ContentAlg.AES_CBC \
-        else head.size
     meta = user_metadata(head)
     encryptor = None
     instruction: dict[str, str] | None = None
     digest_with = decrypt_with if decryptor is not None else None  # the data key the digest is keyed by
     env_written: Envelope | None = None
+    checked = False
     if encrypt is not None and encrypt.target is not None:
-        if plain_size > GCM_MAX_PLAINTEXT:
-            raise ObjectError(f"{plain_size} bytes is over the {GCM_MAX_PLAINTEXT}-byte limit of one GCM stream",
-                              bucket=job.src.bucket, key=ref.key, op="encrypt")
         data_key = digest_with = new_data_key()
         wrapped = await encrypt.target.wrap(data_key, encrypt.target_format)
         encryptor = ContentEncryptor(data_key, encrypt.target_format)
         env = env_written = encryptor.envelope(wrapped)
-        await check_unwraps(encrypt.target, env, data_key, job, dest_key)
+        checked = await check_unwraps(encrypt.target, env, data_key, job, dest_key)
         obj_meta, instruction = envelope_to_metadata(env, instruction_file=encrypt.instruction_file)
         meta.update(obj_meta)
         server_side: Encryption | None = None
@@ -194,7 +309,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
         server_side = job.target
     transform = Transform(decryptor, encryptor, digest_with)
     create = CreateUpload(job.dst.bucket, dest_key, encryption=server_side,
-                          attributes=Attributes.of(head, metadata=meta), tags=await source_tags(job, ref))
+                          attributes=Attributes.of(head, metadata=meta), tags=await tags.get())
     overwrites_source_file = job.in_place and source_env is not None and source_env.from_instruction_file
     if instruction is not None and not overwrites_source_file:
         # First: a crash after the data write must never leave data whose key is nowhere.
@@ -204,7 +319,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
         # the new envelope is kept in the checkpoint (workers.core.pending).
         await record_envelope(job, ref, dest_key, head.etag, instruction)
     try:
-        result = await _write(job, ref, head, transform, create, dest_key, plain_size)
+        result = await _write(job, ref, head, reader, transform, create)
     except Exception:
         with anyio.CancelScope(shield=True):
             if instruction is not None and not job.in_place:
@@ -215,7 +330,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     if instruction is not None and overwrites_source_file:
         assert env_written is not None
         await put_after_data(job, ref, head, dest_key, result.new_etag or "", env_written, instruction)
-    return result
+    return replace(result, checked=env_written) if checked else result
 
 
 async def record_envelope(job: Job, ref: ObjectRef, dest_key: str, old_etag: str,
@@ -273,13 +388,12 @@ async def _forget_instruction(job: Job, dest_key: str) -> None:
         pass
 
 
-async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transform, create: CreateUpload,
-                 dest_key: str, plain_size: int) -> CseResult:
+async def _write(job: Job, ref: ObjectRef, head: ObjectHead, reader: RangeReader, transform: Transform,
+                 create: CreateUpload) -> CseResult:
     key_enc = dest_key_enc(job)  # SSE-C target: every UploadPart carries the key
-    # Larger objects stream in parts: GETs and uploads overlap, and memory is a few parts per object.
-    if head.size <= min(job.single_put_max, job.part_size):
-        async with reserved(job, head.size * 2):
-            body = await read_range(job, ref, head, 0, head.size - 1) if head.size else b""
+    if _one_put(job, head):
+        body = await reader.take(0) if head.size else b""
+        try:
             out = bytearray(len(body) + SLACK)   # made here, not in a worker thread's heap arena
             transform.reserve(len(body))
             data = await _run(lambda: _whole(transform, body, out), len(body))
@@ -287,11 +401,14 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, transform: Transfor
             req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
                              attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
             written = await job.dest.put(req)
+        finally:
+            if head.size:
+                await reader.done(0)
         return CseResult(head.size + len(data), transform.sha256, written.etag, transform.plain_bytes)
-    part_size = adjust_part_size(max(head.size, plain_size + TAG_LEN), job.part_size)
+    part_size = reader.span
     done = await run_ordered_upload(
         job, ref, kind="cse", part_size=part_size, create=create,
-        produce=lambda sink: _produce(job, ref, head, transform, part_size, sink),
+        produce=lambda sink: _produce(reader, transform, part_size, sink),
         part_encryption=key_enc, complete_if_match=replace_guard(job, head))
     return CseResult(2 * head.size, transform.sha256, done.etag, transform.plain_bytes)
 
@@ -305,14 +422,15 @@ def _whole(transform: Transform, body: bytes, out: bytearray) -> bytes:
     return part_body(out, n + len(tail))
 
 
-async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> None:
-    """Never write an object whose data key the configured keyring cannot unwrap (when it can try)."""
+async def check_unwraps(keyring: Keyring, env: Envelope, data_key: SecretKey, job: Job, key: str) -> bool:
+    """Never write an object whose data key the configured keyring cannot unwrap (when it can try: True)."""
     if not keyring.can_unwrap(env):
-        return  # an RSA keyring with only the public key cannot check itself
+        return False  # an RSA keyring with only the public key cannot check itself
     got = await keyring.unwrap(env)
     if got.raw != data_key.raw:
         raise VerifyError("the target keyring does not unwrap the data key it wrapped", bucket=job.dst.bucket,
                           key=key, op="wrap")
+    return True
 
 
 async def put_instruction(job: Job, dest_key: str, instruction: dict[str, str]) -> None:
@@ -379,8 +497,11 @@ async def read_dest_range(job: Job, dest_key: str, start: int, end: int) -> byte
     return await job.dest.get_range(job.dst.bucket, dest_key, start, end)
 
 
-async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size: int) -> ObjectHead:
-    """The written object parses as client-side, its size fits, and the target keyring opens its data key."""
+async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size: int, *,
+                     checked: Envelope | None = None) -> ObjectHead:
+    """The written object parses as client-side, its size fits, and the target keyring opens its data key.
+    `checked`: the envelope this run wrote, whose data key the keyring was seen to unwrap just before the
+    write (`check_unwraps`); an object carrying exactly that envelope needs no second KMS call."""
     head = await job.dest.head(job.dst.bucket, dest_key)
     env = await dest_envelope(job, dest_key, head, look_for_file=settings.instruction_file)
     if env is None:
@@ -389,6 +510,9 @@ async def verify_cse(job: Job, settings: CseSettings, dest_key: str, plain_size:
     if head.size != plain_size + TAG_LEN:
         raise VerifyError(f"size is {head.size}, expected {plain_size + TAG_LEN}", bucket=job.dst.bucket,
                           key=dest_key, op="verify")
+    if checked is not None and replace(env, from_instruction_file=False) == replace(checked,
+                                                                                     from_instruction_file=False):
+        return head
     if settings.target is not None and settings.target.can_unwrap(env):
         key = await settings.target.unwrap(env)
         ContentDecryptor.for_envelope(key, env)  # checks the V3 key commitment

@@ -183,6 +183,17 @@ def first_fatal(exc: BaseException) -> FatalError | None:
     return next((e for e in leaves(exc) if isinstance(e, FatalError)), None)
 
 
+def most_telling(exc: BaseException) -> RekeyError | None:
+    """The error to report of a failed task group: a run-fatal one first, then a changed object, else the
+    first rekey error; None when it holds none (a bug, or only cancellation)."""
+    flat = [e for e in leaves(exc) if isinstance(e, RekeyError)]
+    for kind in (FatalError, ObjectChangedError):
+        for e in flat:
+            if isinstance(e, kind):
+                return e
+    return flat[0] if flat else None
+
+
 def _error_fields(exc: BaseException) -> tuple[str, int, str, Mapping[str, Any]]:
     response: Mapping[str, Any] = getattr(exc, "response", None) or {}
     error = response.get("Error", {}) or {}

@@ -135,6 +135,13 @@ class Policy:
         return min(self.multipart_threshold, 4 * self.part_size)
 
     @property
+    def cse_single_put_max(self) -> int:
+        """Client-side objects up to this size are one GET and one PutObject; larger ones stream in parts,
+        GETs and uploads overlapping, a few parts of memory each (a whole object held twice, plaintext and
+        ciphertext, would also take as much of the read budget as several streams)."""
+        return min(self.single_put_max, self.part_size)
+
+    @property
     def decide_target(self) -> Target:
         cse = self.cse
         client_side = cse.target_format if cse is not None and cse.target is not None else None

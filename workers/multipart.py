@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import cast
 
 import anyio
 from anyio.abc import TaskGroup
 
-from workers.errors import ObjectChangedError, RekeyError, leaves
+from workers.errors import RekeyError, most_telling
 from workers.job import Job, UploadResume
 from workers.memory import SLACK
 from workers.model import Encryption, ObjectRef, PartResult
@@ -154,18 +154,9 @@ async def _fail(job: Job, ref: ObjectRef, bucket: str, key: str, upload_id: str,
         return
     await _abort(job, ref, bucket, key, upload_id)
     if isinstance(exc, BaseExceptionGroup):
-        first = _first_rekey_error(exc)
+        first = most_telling(exc)
         if first is not None:
             raise first from None
-
-
-def _first_rekey_error(group: BaseExceptionGroup[Any]) -> RekeyError | None:
-    """The most telling error of a failed task group: a changed object first, else the first one."""
-    flat = [e for e in leaves(group) if isinstance(e, RekeyError)]
-    for e in flat:
-        if isinstance(e, ObjectChangedError):
-            return e
-    return flat[0] if flat else None
 
 
 ORDERED_UPLOADS = 2  # parts of one in-order (client-side) stream uploading at once

@@ -1,7 +1,8 @@
 """An object over the GCM limit (2^36-32 bytes of plaintext) is refused for a client-side target before any I/O.
 
 The S3 clients and the target keyring are fakes that fail the test on any use, so the only way these tests pass
-is a refusal decided from the object's size alone: no GET, no upload, no KMS call.
+is a refusal decided from the object's size alone: no GET, no upload, no KMS call. (An object within the limit
+has its first GET and its tags asked beside the key wrap: the fakes record them and never answer.)
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class NoDataS3:
             raise ObjectChangedError("not found", bucket=bucket, key=key, op="get_object")
         pytest.fail(f"object data read: {bucket}/{key}")
 
+    async def get_range(self, bucket: str, key: str, *_: Any, **__: Any) -> NoReturn:
+        self.calls.append(f"get_range {key}")
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def get_tags(self, bucket: str, key: str, *_: Any) -> NoReturn:
+        self.calls.append(f"get_tags {key}")
+        await anyio.sleep_forever()
+        raise AssertionError
+
     def __getattr__(self, name: str) -> NoReturn:
         pytest.fail(f"S3 client used for {name} before the size was checked")
 
@@ -84,14 +95,19 @@ def v2_source_envelope() -> Envelope:
     return enc.envelope(WrappedKey(edk=b"\x01" * 60, wrap_alg=WrapAlg.AES_GCM, description={}))
 
 
-def run_transfer(size: int, *, source_env: Envelope | None = None) -> None:
+def run_transfer(size: int, *, source_env: Envelope | None = None) -> list[str]:
     s3 = NoDataS3()
     job = make_job(s3)
     head = head_of(size)
     ref = ObjectRef(head.key, head.size, head.etag)
     decrypt_with = new_data_key() if source_env is not None else None
-    anyio.run(lambda: transfer(job, ref, head, decrypt_with=decrypt_with, source_env=source_env,
-                               encrypt=job.cse))
+    try:
+        anyio.run(lambda: transfer(job, ref, head, decrypt_with=decrypt_with, source_env=source_env,
+                                   encrypt=job.cse))
+    except ObjectError:
+        assert s3.calls == [], s3.calls   # refused: nothing was asked of S3
+        raise
+    return s3.calls
 
 
 def test_plaintext_over_gcm_limit_is_refused_before_any_io() -> None:

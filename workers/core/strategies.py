@@ -246,7 +246,7 @@ def _source_keyring(a: Attempt) -> Keyring:
 async def _cse_written(a: Attempt, strategy: Strategy, result: CseResult, plain_size: int) -> Written:
     etag = result.new_etag
     if a.job.verify:
-        etag = (await verify_cse(a.job, _settings(a), a.dest_key, plain_size)).etag
+        etag = (await verify_cse(a.job, _settings(a), a.dest_key, plain_size, checked=result.checked)).etag
     return Written(strategy, bytes_through_client=result.bytes_through_client,
                    plaintext_sha256=result.plaintext_sha256, new_etag=etag)
 
