@@ -250,7 +250,7 @@ async def transfer(job: Job, ref: ObjectRef, head: ObjectHead, *, decrypt_with: 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.run)
-            tg.start_soon(tags.run, lambda: source_tags(job, ref))
+            tg.start_soon(tags.run, lambda: source_tags(job, ref, head))
             result = await _transfer(job, ref, head, reader, tags, decrypt_with=decrypt_with,
                                      source_env=source_env, encrypt=encrypt)
     except BaseExceptionGroup as group:
