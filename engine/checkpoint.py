@@ -488,6 +488,10 @@ class Checkpoint:
             return None
         return PendingEnvelope(r[0], r[1], {str(k): str(v) for k, v in json.loads(r[2]).items()})
 
+    def envelope_keys(self) -> list[tuple[str, str]]:
+        """(key, version id) of every envelope still waiting for its instruction file."""
+        return [(r[0], r[1]) for r in self._conn.execute("SELECT key, version_id FROM envelopes")]
+
     def envelopes(self) -> list[tuple[str, str]]:
         """(key, destination key) of every envelope still waiting for its instruction file."""
         return [(r[0], r[1]) for r in self._conn.execute("SELECT key, dest_key FROM envelopes ORDER BY key")]

@@ -81,3 +81,8 @@ class AsyncCheckpoint:
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
         return await self.run(self.sync.envelope_for, ref.key, ref.version_id or "")
+
+    async def pending_envelope_keys(self) -> list[tuple[str, str]]:
+        """(key, version id) of the envelopes waiting for their instruction file (a few: those a killed run
+        left, kept until the next run puts them)."""
+        return await self.run(self.sync.envelope_keys)

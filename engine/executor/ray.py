@@ -10,8 +10,11 @@
 
 An actor that is lost (its process or node died) loses only what the checkpoint can rebuild: its batch is
 handed to another actor with the uploads the checkpoint now holds for it, so an upload it left is
-continued or aborted exactly as after a local SIGKILL. Nothing is recorded done that an actor did not
-hand back. Key material never travels as a task argument: the actors read the key files themselves.
+continued or aborted exactly as after a local SIGKILL. Likewise an envelope waiting for its instruction file
+(a killed run's, or a lost actor's) goes out with the batch of its object, and the actor puts the file as a
+local run does (workers.core.pending). Nothing is recorded done that an actor did not hand back. Key
+material never travels as a task argument: the actors read the key files themselves (an envelope holds
+only wrapped data keys).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import ray
@@ -49,6 +52,13 @@ ACTOR_START_SECONDS = 300   # actors that cannot all be placed by then (too few 
 
 class ActorsLostError(FatalError):
     """Every actor of the run is gone."""
+
+
+@runtime_checkable
+class EnvelopeIndex(Protocol):
+    """The driver's ObjectJournal (the checkpoint) lists the envelopes waiting for their instruction file."""
+
+    async def pending_envelope_keys(self) -> list[ResumeKey]: ...
 
 
 # --- the relay: journal events from actors to the driver, each acknowledged once written ----------------
@@ -98,10 +108,13 @@ class ActorHooks:
         self._relay = relay
         self._name = name
         self._resumes: dict[ResumeKey, UploadResume] = {}
+        self._envelopes: dict[ResumeKey, PendingEnvelope] = {}
         self._caps = Capabilities()
 
-    def take_batch(self, resumes: Mapping[ResumeKey, UploadResume], caps: Mapping[str, bool]) -> None:
+    def take_batch(self, resumes: Mapping[ResumeKey, UploadResume], caps: Mapping[str, bool],
+                   envelopes: Mapping[ResumeKey, PendingEnvelope]) -> None:
         self._resumes.update(resumes)
+        self._envelopes.update(envelopes)
         self._caps = Capabilities.from_flags({**self._caps.to_flags(), **caps})
 
     async def _send(self, *event: Any) -> None:
@@ -148,11 +161,10 @@ class ActorHooks:
 
     async def envelope_written(self, ref: ObjectRef) -> None:
         await self._send("envelope_written", ref)
+        self._envelopes.pop((ref.key, ref.version_id or ""), None)
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
-        # Not handed out with batches yet: an envelope left by a killed run is put again by the next run
-        # on the local executor (the checkpoint keeps it until then).
-        return None
+        return self._envelopes.get((ref.key, ref.version_id or ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +209,12 @@ class MigrationActor:
         return str(ray.get_runtime_context().get_node_id())
 
     async def migrate_batch(self, items: Sequence[Item], resumes: Mapping[ResumeKey, UploadResume],
-                            caps: Mapping[str, bool]) -> ActorAnswer:
+                            caps: Mapping[str, bool], envelopes: Mapping[ResumeKey, PendingEnvelope]) -> ActorAnswer:
         from engine.executor.items import migrate_item
         try:
             worker = await self._context()
             ctx, throttle = worker.items, worker.throttle
-            self._hooks.take_batch(resumes, caps)
+            self._hooks.take_batch(resumes, caps, envelopes)
             results: list[list[Outcome]] = [[] for _ in items]
 
             async def one(i: int, item: Item) -> None:
@@ -261,6 +273,9 @@ class RayExecutor:
         self.retried = 0
         self.carried = 0
         self._started_ray = False
+        # (key, version id) of envelopes waiting for their instruction file: a killed run's, and those the
+        # actors journal (dropped once written). Only these objects' batches look in the checkpoint.
+        self._pending: set[ResumeKey] = set()
 
     # --- session ----------------------------------------------------------------------------------------
 
@@ -268,6 +283,9 @@ class RayExecutor:
     async def _session(self) -> AsyncIterator[None]:
         try:
             self._start()   # blocks the loop for Ray's start-up, before anything else of the run is going
+            objects = self._ctx.job.hooks.objects
+            if isinstance(objects, EnvelopeIndex):
+                self._pending = set(await objects.pending_envelope_keys())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump)
                 try:
@@ -369,8 +387,11 @@ class RayExecutor:
         elif kind == "envelope_pending":
             ref, dest_key, old_etag, instruction = args
             await objects.envelope_pending(ref, dest_key=dest_key, old_etag=old_etag, instruction=instruction)
+            self._pending.add((ref.key, ref.version_id or ""))
         elif kind == "envelope_written":
-            await objects.envelope_written(*args)
+            ref = args[0]
+            await objects.envelope_written(ref)
+            self._pending.discard((ref.key, ref.version_id or ""))
 
     def _is_lost(self, name: str) -> bool:
         return any(a.lost for a in self._actors if a.name.split("@")[0] == name)
@@ -396,17 +417,34 @@ class RayExecutor:
                 found[(item.key, item.version_id or "")] = point
         return found
 
+    async def _envelopes_for(self, items: Sequence[Item]) -> dict[ResumeKey, PendingEnvelope]:
+        """The envelopes the checkpoint holds for these objects, so an actor puts the instruction file a
+        killed run (or a lost actor) meant to write, as a local run does (workers.core.pending). Wrapped
+        data keys only, no secret: they may travel as task arguments."""
+        objects = self._ctx.job.hooks.objects
+        found: dict[ResumeKey, PendingEnvelope] = {}
+        if objects is None or not self._pending:
+            return found
+        for item in items:
+            for ref in item if isinstance(item, list) else [item]:
+                key = (ref.key, ref.version_id or "")
+                if key in self._pending and (envelope := await objects.pending_envelope(ref)) is not None:
+                    found[key] = envelope
+        return found
+
     async def migrate_batch(self, batch: Batch) -> Finished:
         resumes = dict(batch.resumes)
+        envelopes = await self._envelopes_for(batch.items)
         while True:
             actor = self._pick()
             actor.in_flight += 1
             try:
                 answer: ActorAnswer = await actor.handle.migrate_batch.remote(
-                    list(batch.items), resumes, dict(batch.capabilities))
+                    list(batch.items), resumes, dict(batch.capabilities), envelopes)
             except RayActorError as exc:
                 self._mark_lost(actor, exc)
                 resumes = await self._fresh_resumes(batch.items)
+                envelopes = await self._envelopes_for(batch.items)
                 self.retried += 1
                 self.carried += len(resumes)
                 continue

@@ -30,6 +30,7 @@ from tests.cli_helpers import (
     load_report,
     open_uploads,
     popen_rekey,
+    report_by_key,
     run_rekey,
     small_run_section,
     source_section,
@@ -37,7 +38,10 @@ from tests.cli_helpers import (
     write_config,
     write_key_file,
 )
+from tests.faultproxy import FaultProxy, Rule
 from tests.helpers import sse_c_params
+from tests.integration.test_object_core import BODIES as ENVELOPE_BODIES
+from tests.integration.test_object_core import cse, readable, seed_v2_with_instruction_files
 
 NODES = 3
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -263,3 +267,42 @@ def open_uploads_or_objects(sandbox: SandboxInfo, bucket: str) -> list[str]:
     from tests.helpers import s3_client
     client = s3_client(sandbox)
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_driver_killed_between_the_data_and_its_instruction_file(sandbox: SandboxInfo, s3_http: Any, bucket: str,
+                                                                 kms_key: str, tmp_path: Path,
+                                                                 cluster: Cluster) -> None:
+    """In place, V2 with instruction files to V3 with instruction files on Ray: the driver is SIGKILLed while an
+    actor's instruction file PUT is held (its data already replaced); the next Ray run puts the file from the
+    envelope the checkpoint kept, as a local run does, and every object decrypts with the official client."""
+    ensure_nodes(cluster)
+    seed_v2_with_instruction_files(sandbox, s3_http, tmp_path, bucket, kms_key, ENVELOPE_BODIES)
+    hold = Rule("stall", methods=frozenset({"PUT"}), path_regex=r"\.instruction$", limit=1, seconds=240)
+    with FaultProxy(sandbox.s3_http, [hold]) as proxy:
+        src = source_section(sandbox, bucket, https=False)
+        src["endpoint_url"] = proxy.url
+        cfg = write_config(tmp_path, {
+            "source": src, "target": cse(kms_key, "v3", True),
+            "kms": {"endpoint_url": sandbox.kms_url, "region": sandbox.region},
+            "run": small_run_section(tmp_path / "env.sqlite", executor="ray", concurrency=1),
+            "ray": {"address": cluster.address, "actors": NODES}}, "env.toml")
+        proc = popen_rekey(sandbox, "run", "-q", "-c", str(cfg))
+        deadline = time.monotonic() + 120
+        while proxy.statistics().injected.get("stall", 0) == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no instruction file write reached the proxy"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        pending = checkpoint_rows(tmp_path / "env.sqlite", "SELECT key FROM envelopes")
+        assert len(pending) == 1, "the actor journaled the new envelope through the driver before the data write"
+        key = pending[0]["key"]
+        assert s3_http.head_object(Bucket=bucket, Key=key)["Metadata"].get("x-amz-c") == "115", \
+            "killed before the data write: the test proves nothing"
+
+        again = run_rekey(sandbox, "run", "-q", "-c", str(cfg), "--report", str(tmp_path / "env.json"), timeout=300)
+    assert again.returncode == 0, again.describe()
+    rows = report_by_key(load_report(tmp_path / "env.json"))
+    assert set(rows) == set(ENVELOPE_BODIES) and {r["state"] for r in rows.values()} == {"done"}, rows
+    readable(sandbox, bucket, kms_key, ENVELOPE_BODIES)
+    assert checkpoint_rows(tmp_path / "env.sqlite", "SELECT key FROM envelopes") == []
