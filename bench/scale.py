@@ -1,12 +1,16 @@
 """Scale benchmarks (not timed tests): S8, the driver flat in object count, and S1/S6 on the Ray executor.
 
     python -m bench.scale s8 [--counts 2000,20000,200000]      local executor, 1 KiB objects bucket to bucket
-    python -m bench.scale ray [--objects 2000] [--actors 2]     S1-like run, local next to ray; Ray start-up
+    python -m bench.scale status [--rows 1000000]              `rekey status` on a synthetic checkpoint
+    python -m bench.scale ray [--objects 2000] [--actors 2] [--scenarios S1,S6]
+                                                                S1 and S6, local next to Ray; Ray start-up
 
 S8 seeds each count once into its own bucket (reused by later invocations of the same sandbox workdir),
 runs `rekey run` bucket to bucket to SSE-S3, and reports wall time, objects/s, client CPU per object, the
-driver's peak RSS and how long `rekey status` takes on the checkpoint the run left. The Ray runs measure
-the CPU of every process of the run (driver, Ray's own processes and the actors), sampled from /proc.
+driver's peak RSS and how long `rekey status` takes on the checkpoint the run left. The Ray runs (S1: 8 KiB
+bucket to bucket to SSE-S3; S6: 1 KiB in place to SSE-KMS) measure the CPU of every process of the run
+(driver, Ray's own processes and the actors), sampled from /proc, and Ray's start-up as a run with nothing
+to do, which the CPU per object is also given net of.
 Results are printed as Markdown rows for bench/README.md.
 """
 
@@ -183,45 +187,122 @@ def s8(info: Any, counts: list[int], workdir: str | None) -> None:
                   f"{run.driver_rss_mib:.0f} | {status_s:.2f} | {imports_s:.2f} | {work_s:.3f} |", flush=True)
 
 
-def ray_runs(info: Any, objects: int, actors: int) -> None:
+@dataclass(frozen=True, slots=True)
+class RayScenario:
+    """S1 or S6 of bench/scenarios.py as the Ray comparison runs it."""
+
+    name: str
+    size: int
+    target: str
+    in_place: bool
+
+    def title(self, objects: int) -> str:
+        where = "in place" if self.in_place else "bucket to bucket"
+        return f"{self.name}: {objects:,} x {self.size // 1024} KiB {where} to {self.target.upper()}"
+
+
+RAY_SCENARIOS = {"S1": RayScenario("S1", 8 * 1024, "sse-s3", in_place=False),
+                 "S6": RayScenario("S6", 1024, "sse-kms", in_place=True)}
+
+
+def ray_env(info: Any) -> dict[str, str]:
+    """Ray starts its workers at nice 15; here they run at the driver's niceness, so local and Ray compete
+    alike with whatever else runs on the machine."""
+    return {**env_for(info), "RAY_worker_niceness": "0"}
+
+
+def ray_runs(info: Any, objects: int, actors: int, names: list[str]) -> None:
+    """Each scenario local next to Ray with `actors` actors (Ray started locally by the run), then Ray's
+    start-up as a run over an empty bucket; CPU per object net of that start-up is derived from both."""
+    from engine.sandbox import create_kms_key
     client = boto_client(info)
-    src = f"s1-src-{objects}"
-    seed(info, client, src, objects, 8 * 1024)
-    print("| executor | wall s | objects/s | client CPU ms/object (all processes) | peak RSS MiB (biggest) |")
-    print("|---|---|---|---|---|")
-    for executor in ("local", "ray"):
-        with tempfile.TemporaryDirectory(prefix="s1-") as d:
-            tmp = Path(d)
-            dst = f"s1-dst-{executor}-{int(time.time())}"
-            client.create_bucket(Bucket=dst)
-            client.put_object(Bucket=dst, Key="warm", Body=b"x")   # the volume allocation, not measured
-            cfg = config(tmp, info, src, dst, {"mode": "sse-s3"}, executor=executor,
-                         actors=actors if executor == "ray" else None)
-            run = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
-            assert run.code == 0
-            label = f"ray, {actors} actors" if executor == "ray" else "local"
-            print(f"| {label} | {run.wall:.1f} | {objects / run.wall:.0f} | {1000 * run.cpu / objects:.2f} | "
-                  f"{run.rss_mib:.0f} |", flush=True)
-    with tempfile.TemporaryDirectory(prefix="s1-empty-") as d:   # Ray's start-up: a run with nothing to do
+    startup = ray_startup(info, client, actors)
+    print(f"Ray start-up (a run over an empty bucket): {startup[0].wall:.1f} s wall, {startup[0].cpu:.1f} s CPU "
+          f"with Ray; {startup[1].wall:.1f} s, {startup[1].cpu:.1f} s CPU local\n")
+    print("| scenario | executor | wall s | objects/s | client CPU ms/object (all processes) | of it net of "
+          "start-up | peak RSS MiB (biggest) |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        sc = RAY_SCENARIOS[name]
+        target = {"mode": sc.target} | ({"kms_key_id": create_kms_key(info, f"bench {name}")}
+                                        if sc.target == "sse-kms" else {})
+        src = f"{name.lower()}-src-{objects}"
+        if not sc.in_place:
+            seed(info, client, src, objects, sc.size)
+        for executor in ("local", "ray"):
+            if sc.in_place:   # the run changes its bucket: a fresh one each time
+                src = f"{name.lower()}-{executor}-{objects}-{int(time.time())}"
+                seed(info, client, src, objects, sc.size)
+            with tempfile.TemporaryDirectory(prefix=f"{name}-") as d:
+                tmp = Path(d)
+                dst = None if sc.in_place else f"{name.lower()}-dst-{executor}-{int(time.time())}"
+                if dst:
+                    client.create_bucket(Bucket=dst)
+                    client.put_object(Bucket=dst, Key="warm", Body=b"x")   # the volume allocation, not measured
+                cfg = config(tmp, info, src, dst, target, executor=executor,
+                             actors=actors if executor == "ray" else None)
+                run = sample(rekey("run", "-q", "-c", str(cfg)), ray_env(info), tmp)
+                assert run.code == 0, f"{name} {executor}: rekey run exited {run.code}"
+                base = startup[0 if executor == "ray" else 1].cpu
+                label = f"ray, {actors} actors" if executor == "ray" else "local"
+                print(f"| {sc.title(objects)} | {label} | {run.wall:.1f} | {objects / run.wall:.0f} | "
+                      f"{1000 * run.cpu / objects:.2f} | {1000 * (run.cpu - base) / objects:.2f} | "
+                      f"{run.rss_mib:.0f} |", flush=True)
+
+
+def ray_startup(info: Any, client: Any, actors: int) -> tuple[Sampled, Sampled]:
+    """(Ray, local): a run with nothing to do, so what is measured is the executor's start and stop."""
+    with tempfile.TemporaryDirectory(prefix="ray-empty-") as d:
         tmp = Path(d)
         client.create_bucket(Bucket="ray-empty")
         cfg = config(tmp, info, "ray-empty", None, {"mode": "sse-s3"}, executor="ray", actors=actors)
-        empty = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
+        empty = sample(rekey("run", "-q", "-c", str(cfg)), ray_env(info), tmp)
         cfg = config(tmp, info, "ray-empty", None, {"mode": "sse-s3"})
         (tmp / "cp.sqlite").unlink()
-        local = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
-        print(f"\nRay start-up (an empty bucket): {empty.wall:.1f} s wall, {empty.cpu:.1f} s CPU with Ray; "
-              f"{local.wall:.1f} s, {local.cpu:.1f} s CPU local")
+        local = sample(rekey("run", "-q", "-c", str(cfg)), ray_env(info), tmp)
+    return empty, local
+
+
+def synthetic_status(rows: int, workdir: str | None) -> None:
+    """`rekey status` on a checkpoint of `rows` done objects written directly (no server, no run): what the
+    status costs at a count too large to migrate on this machine."""
+    from engine.config import load_config
+    from engine.pipeline import open_checkpoint
+    from workers.model import Action, Mode, ObjectRef, Outcome, State
+    with tempfile.TemporaryDirectory(prefix="status-", dir=workdir) as d:
+        tmp = Path(d)
+        cfg = tmp / "rekey.toml"
+        cfg.write_text(f'[source]\nbucket = "synthetic"\nendpoint_url = "http://127.0.0.1:9"\n'
+                       f'[destination]\nbucket = "synthetic-dst"\n[target]\nmode = "sse-s3"\n'
+                       f'[run]\ncheckpoint = "{tmp / "cp.sqlite"}"\n')
+        cp = open_checkpoint(load_config(str(cfg)))
+        started = time.monotonic()
+        for lo in range(0, rows, 1000):
+            refs = [ObjectRef(f"data/{i:09d}", 1024, f"etag-{i}") for i in range(lo, min(rows, lo + 1000))]
+            cp.add_listed(refs, position=refs[-1].key, done=lo + 1000 >= rows)
+            cp.record_outcomes([Outcome(r.key, State.DONE, Action.COPY, Mode.NONE, Mode.SSE_S3, bytes_copied=1024,
+                                        new_etag=r.etag) for r in refs], ["local"] * len(refs))
+        cp.close()
+        built = time.monotonic() - started
+        status_s, imports_s, work_s = status_times(cfg, {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        size = (tmp / "cp.sqlite").stat().st_size / 2**20
+        print(f"| {rows:,} (synthetic, built in {built:.0f} s, {size:.0f} MiB) | {status_s:.2f} | {imports_s:.2f} | "
+              f"{work_s:.3f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("s8", "ray"))
+    ap.add_argument("what", choices=("s8", "ray", "status"))
+    ap.add_argument("--rows", type=int, default=1_000_000, help="status: rows of the synthetic checkpoint")
     ap.add_argument("--counts", default="2000,20000")
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--scenarios", default="S1,S6", help="ray: which of S1, S6 (comma-separated)")
     ap.add_argument("--workdir", help="sandbox data kept here (seeded buckets are reused)")
     args = ap.parse_args(argv)
+    if args.what == "status":
+        synthetic_status(args.rows, args.workdir)
+        return 0
     from engine.sandbox import Sandbox
     sandbox = Sandbox(workdir=args.workdir) if args.workdir else Sandbox()
     info = sandbox.start()
@@ -229,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "s8":
             s8(info, [int(c) for c in args.counts.split(",")], args.workdir)
         else:
-            ray_runs(info, args.objects, args.actors)
+            ray_runs(info, args.objects, args.actors, args.scenarios.split(","))
     finally:
         sandbox.stop()
     return 0
