@@ -78,24 +78,43 @@ def sample(argv: list[str], env: dict[str, str], cwd: Path) -> Sampled:
 
 
 def seed(info: Any, client: Any, bucket: str, count: int, size: int) -> None:
-    """`count` objects of `size` bytes in `bucket`, unless it already holds them."""
+    """`count` objects of `size` bytes in `bucket`, unless it already holds them; a seed cut short goes on
+    from where it stopped (keys are PUT roughly in order, so from SEED_CONCURRENCY keys below the last)."""
     try:
         client.create_bucket(Bucket=bucket)
     except client.exceptions.BucketAlreadyOwnedByYou:
         pass
-    have = client.list_objects_v2(Bucket=bucket, StartAfter=f"data/{count - 1:09d}", MaxKeys=1)
-    last = client.list_objects_v2(Bucket=bucket, Prefix=f"data/{count - 1:09d}", MaxKeys=1)
-    if last.get("KeyCount") and not have.get("KeyCount"):
+    have = seeded_up_to(client, bucket, count)
+    if have == count:
         return
     os.environ.update(info.env())   # rekey's own S3 client takes the sandbox's credentials from the chain
-    anyio.run(_put_all, info.s3_http, info.region, bucket, count, os.urandom(size))
+    anyio.run(_put_all, info.s3_http, info.region, bucket, max(0, have - SEED_CONCURRENCY), count, os.urandom(size))
 
 
-async def _put_all(endpoint_url: str, region: str, bucket: str, count: int, body: bytes) -> None:
+def seeded_up_to(client: Any, bucket: str, count: int) -> int:
+    """1 + the highest i < count whose data/{i} exists (a binary search with HEAD), 0 when none does."""
+    def exists(i: int) -> bool:
+        try:
+            client.head_object(Bucket=bucket, Key=f"data/{i:09d}")
+        except client.exceptions.ClientError:
+            return False
+        return True
+
+    lo, hi = 0, count   # data/{i} exists for some i < lo (or lo == 0); none at or past hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if exists(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+async def _put_all(endpoint_url: str, region: str, bucket: str, start: int, count: int, body: bytes) -> None:
     """PUT data/000000000.. with rekey's own S3 client (its fast transport), 64 at once: a tenth of
     boto3's client CPU per request, which matters for the 1,000,000-object seed on 2 cores."""
     from workers.s3 import S3, Endpoint, PutRequest
-    keys = iter(range(count))
+    keys = iter(range(start, count))
 
     async def putter(s3: S3) -> None:
         for i in keys:
