@@ -7,7 +7,7 @@ configured key, metadata, tags; no multipart upload left behind. The cluster is 
 costs seconds).
 
 Kept quick on 2 shared cores: each test seeds its own bucket (in place, the run changes it), the plain objects
-are PUT and read back over signed raw HTTP (RawS3: a fraction of boto3's client CPU per request), and only a
+are PUT and read back over signed raw HTTP (RawS3: about half of boto3's client CPU per request), and only a
 few objects are SSE-C, client-side or multipart.
 """
 
@@ -57,7 +57,7 @@ CSE_OBJECTS, SSE_C_OBJECTS, MULTIPART_OBJECTS = 8, 16, 2   # the rest plaintext 
 CHECK_THREADS = 16
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                           "health_check_timeout_ms": 500, "health_check_failure_threshold": 2}
-# Ray runs its workers at nice 15; on 2 cores shared with other work that starves the actors, not the test
+# Ray runs its workers 15 nice levels down; on 2 cores shared with other work that starves the actors
 CLUSTER_CONFIG = {**FAST_FAILURE_DETECTION, "worker_niceness": 0}
 
 
@@ -85,7 +85,7 @@ def ensure_nodes(c: Cluster) -> None:
 
 
 class RawS3:
-    """GET, GET ?tagging and PUT signed by botocore's SigV4 and sent over one urllib3 pool: a fraction of a
+    """GET, GET ?tagging and PUT signed by botocore's SigV4 and sent over one urllib3 pool: about half of a
     boto3 call's client CPU, so thousands of objects are seeded and read back quickly on 2 shared cores.
     Plain HTTP (SSE-C objects are written with boto3 over HTTPS)."""
 
