@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +113,18 @@ def run_rekey(info: SandboxInfo, *args: str, timeout: float = 180, limited: bool
 def popen_rekey(info: SandboxInfo, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=rekey_env(info), cwd=str(cwd or REPO))
+
+
+def kill_when_held(proc: subprocess.Popen[bytes], proxy: Any, *, seconds: float, what: str) -> None:
+    """SIGKILL a `rekey` process once the fault proxy has held one of its requests (a "stall" rule), while the
+    request waits; fails if the process ends first or nothing is held within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while proxy.statistics().injected.get("stall", 0) == 0:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {what} reached the proxy"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
 
 
 def load_report(path: Path) -> dict[str, Any]:

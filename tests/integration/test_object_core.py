@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from engine.sandbox import SandboxInfo, create_kms_key
 from tests.cli_helpers import (
     MiB,
     checkpoint_rows,
+    kill_when_held,
     list_keys,
     load_report,
     popen_rekey,
@@ -128,14 +127,8 @@ def test_sigkill_between_the_data_and_its_instruction_file(sandbox: SandboxInfo,
     hold = Rule("stall", methods=frozenset({"PUT"}), path_regex=r"\.instruction$", limit=1, seconds=60)
     with FaultProxy(sandbox.s3_http, [hold]) as proxy:
         cfg = config(sandbox, tmp_path, "kill", bucket, cse(kms_key, "v3", True), endpoint=proxy.url, concurrency=1)
-        proc = popen_rekey(sandbox, "run", "-q", "-c", str(cfg))
-        deadline = time.monotonic() + 60
-        while proxy.statistics().injected.get("stall", 0) == 0:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no instruction file write reached the proxy"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        kill_when_held(popen_rekey(sandbox, "run", "-q", "-c", str(cfg)), proxy, seconds=60,
+                       what="instruction file write")
         pending = checkpoint_rows(tmp_path / "kill.sqlite", "SELECT key, instruction FROM envelopes")
         assert len(pending) == 1, "the new envelope of the object being written is in the checkpoint"
         key = pending[0]["key"]
@@ -338,14 +331,7 @@ def test_source_mode_survives_a_sigkill_after_the_write(sandbox: SandboxInfo, s3
     hold = Rule("stall", methods=frozenset({"HEAD"}), path_regex=r"/obj$", after=1, limit=1, seconds=60)
     with FaultProxy(sandbox.s3_http, [hold]) as proxy:
         cfg = config(sandbox, tmp_path, "mode", bucket, {"mode": "sse-s3"}, endpoint=proxy.url, copy_first=False)
-        proc = popen_rekey(sandbox, "run", "-q", "-c", str(cfg))
-        deadline = time.monotonic() + 60
-        while proxy.statistics().injected.get("stall", 0) == 0:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        kill_when_held(popen_rekey(sandbox, "run", "-q", "-c", str(cfg)), proxy, seconds=60, what="check HEAD")
         assert s3_http.head_object(Bucket=bucket, Key="obj")["ServerSideEncryption"] == "AES256"
         code, rep, out = rekey(sandbox, cfg)
     assert code == 0, out

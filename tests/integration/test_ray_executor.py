@@ -36,6 +36,7 @@ from engine.sandbox import SandboxInfo, create_kms_key
 from tests.cli_helpers import (
     MiB,
     checkpoint_rows,
+    kill_when_held,
     load_report,
     open_uploads,
     popen_rekey,
@@ -360,14 +361,8 @@ def test_driver_killed_between_the_data_and_its_instruction_file(sandbox: Sandbo
             "kms": {"endpoint_url": sandbox.kms_url, "region": sandbox.region},
             "run": small_run_section(tmp_path / "env.sqlite", executor="ray", concurrency=1),
             "ray": {"address": cluster.address, "actors": NODES}}, "env.toml")
-        proc = popen_rekey(sandbox, "run", "-q", "-c", str(cfg))
-        deadline = time.monotonic() + 120
-        while proxy.statistics().injected.get("stall", 0) == 0:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no instruction file write reached the proxy"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        kill_when_held(popen_rekey(sandbox, "run", "-q", "-c", str(cfg)), proxy, seconds=120,
+                       what="instruction file write")
         # Several objects are in flight on 3 actors: each journaled its envelope through the driver before its
         # data write; the one whose instruction file is held has its new data in place already.
         pending = [r["key"] for r in checkpoint_rows(tmp_path / "env.sqlite", "SELECT key FROM envelopes")]
