@@ -563,11 +563,12 @@ async def run_migration(config: Config, progress: Progress, *, confirm_delete_no
             finally:
                 clients = [source] if dest is source else [source, dest]
                 result.requests = sum(c.requests for c in clients)
-                # this process's clients (Ray actors count their requests, not their transports)
-                result.requests_by_transport = {
-                    name: sum(c.requests_by_transport[name] for c in clients) for name in ("fast", "botocore")}
                 result.executor = executor.statistics()
                 result.requests += result.executor.requests
+                # this process's clients and the Ray actors' (a local executor's are this process's)
+                result.requests_by_transport = {
+                    name: sum(c.requests_by_transport[name] for c in clients)
+                    + result.executor.requests_by_transport.get(name, 0) for name in ("fast", "botocore")}
                 # Objects read back per path by this process's workers (Ray actors keep their own counts;
                 # the verdicts reach the capabilities either way).
                 result.read_back = {k: v for k, v in job.calibration.items() if k.startswith("readback_")}

@@ -42,6 +42,7 @@ class ExecutorStats:
     requests: int = 0       # requests the actors sent (the driver counts its own)
     batches_retried: int = 0  # batches of a lost actor handed to another
     uploads_carried: int = 0  # multipart uploads of those batches handed over to be continued or aborted
+    requests_by_transport: Mapping[str, int] = field(default_factory=dict)   # the actors' requests, "fast"/"botocore"
 
 
 class Executor(Protocol):

@@ -44,6 +44,12 @@ class WorkerContext:
         job = self.items.job
         return job.source.requests + (job.dest.requests if job.dest is not job.source else 0)
 
+    @property
+    def requests_by_transport(self) -> dict[str, int]:
+        job = self.items.job
+        clients = [job.source] if job.dest is job.source else [job.source, job.dest]
+        return {name: sum(c.requests_by_transport[name] for c in clients) for name in ("fast", "botocore")}
+
 
 async def process_one(job: Job, ref: ObjectRef, *, listed: bool = True) -> Outcome:
     """One object's outcome (workers.core.migrate builds it, per-object errors included); fatal errors

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -174,6 +174,7 @@ class ActorAnswer:
     outcomes: Sequence[Outcome] = ()
     requests: int = 0                       # requests this actor has sent so far
     fatal: tuple[str, str] | None = None    # (error class name, one-line message): the run must stop
+    by_transport: Mapping[str, int] = field(default_factory=dict)   # of those requests, per transport
 
 
 @ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
@@ -233,7 +234,8 @@ class MigrationActor:
             if fatal is None:
                 raise
             return ActorAnswer(fatal=(type(fatal).__name__, str(fatal)))
-        return ActorAnswer([o for r in results for o in r], worker.requests)
+        return ActorAnswer([o for r in results for o in r], worker.requests,
+                           by_transport=worker.requests_by_transport)
 
 
 def _raise_fatal(name: str, message: str) -> None:
@@ -253,6 +255,7 @@ class _Actor:
     in_flight: int = 0
     lost: bool = False
     requests: int = 0
+    by_transport: dict[str, int] = field(default_factory=dict)
 
 
 class RayExecutor:
@@ -453,6 +456,8 @@ class RayExecutor:
             if answer.fatal is not None:
                 _raise_fatal(*answer.fatal)
             actor.requests = max(actor.requests, answer.requests)
+            for name, count in answer.by_transport.items():   # counts so far: the latest is the largest
+                actor.by_transport[name] = max(actor.by_transport.get(name, 0), count)
             return Finished(answer.outcomes, actor.name)
 
     def _mark_lost(self, actor: _Actor, exc: BaseException) -> None:
@@ -469,4 +474,6 @@ class RayExecutor:
         return sum(a.requests for a in self._actors)
 
     def statistics(self) -> ExecutorStats:
-        return ExecutorStats(self.kind, len(self._actors), self.lost, self.requests, self.retried, self.carried)
+        by_transport = {name: sum(a.by_transport.get(name, 0) for a in self._actors) for name in ("fast", "botocore")}
+        return ExecutorStats(self.kind, len(self._actors), self.lost, self.requests, self.retried, self.carried,
+                             by_transport)
