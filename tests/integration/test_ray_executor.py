@@ -237,7 +237,7 @@ def test_three_actors_on_three_nodes_every_object_right(sandbox: SandboxInfo, s3
     assert rep["executor"] == {"kind": "ray", "actors": NODES, "actors_lost": 0}
     run = rep["run"]   # the actors' requests are counted per transport too, not only the driver's
     assert sum(run["requests_by_transport"].values()) == run["requests"], run
-    assert run["requests_by_transport"]["fast"] >= 2 * len(seeded), run
+    assert run["requests_by_transport"]["fast"] >= 2 * len(seeded.bodies), run
     actors = {o["actor"] for o in rep["objects"]}
     assert len({a.split("@")[1] for a in actors}) == NODES, actors   # 3 actors on 3 nodes did the work
     assert {o["state"] for o in rep["objects"]} == {"done"}
