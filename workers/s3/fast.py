@@ -62,7 +62,7 @@ _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | Non
 _REQUEST_CREATED = ("AioRequestSigner.handler", "UserAgentString.rebuild_and_replace_user_agent_handler",
                     "add_retry_headers")
 # What botocore runs on before-sign for S3: each acts only on ARN buckets, unsigned requests or S3 Express,
-# which take the signer's whole path (`_plain_signing`). Checked like `_REQUEST_CREATED`.
+# which take the signer's whole path (`FastTransport._sign`). Checked like `_REQUEST_CREATED`.
 _BEFORE_SIGN = ("remove_arn_from_signing_path", "_set_extra_headers_for_unsigned_request",
                 "S3ExpressIdentityResolver.resolve_s3express_identity")
 _SIGV4 = ("s3v4", "v4")
@@ -193,7 +193,7 @@ class FastTransport:
 
     def _proxy(self, url: str) -> tuple[str | None, dict[str, str]]:
         """The proxy botocore's HTTP session would use for this URL (HTTPS_PROXY, a profile's proxies), per host."""
-        origin = url[:url.find("/", url.find("//") + 2)]
+        origin = _origin(url)
         hit = self._proxies.get(origin)
         if hit is None:
             config = self._client._endpoint.http_session._proxy_config
@@ -259,11 +259,15 @@ def _origin_host(origin: str) -> str:
     return str(_host_from_url(origin))
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL."""
+    end = url.find("/", url.find("//") + 2)
+    return url if end < 0 else url[:end]
+
+
 def _host(url: str) -> str:
     """botocore's Host header for a URL: it depends on the scheme, host and port only."""
-    start = url.find("//") + 2
-    end = url.find("/", start)
-    return _origin_host(url if end < 0 else url[:end])
+    return _origin_host(_origin(url))
 
 
 def _flat(mapping: Mapping[str, Any]) -> bool:
@@ -274,23 +278,30 @@ def _prepared(request: Any) -> Prepared:
     """What botocore's preparer (`prepare_request`) makes of a signed AWSRequest, in plain types. The URL is
     as built (requests here carry no separate query parameters); a request with a body, or a method that
     may have one, gets its Content-Length."""
-    headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
+    headers = _text_headers(request.headers)
     body = request.data if request.data != b"" else None
     if (request.method not in ("GET", "HEAD", "OPTIONS") and "Transfer-Encoding" not in request.headers
             and "Content-Length" not in request.headers):
         headers["Content-Length"] = str(determine_content_length(body))
-    return _plain(Prepared(request.method, request.url, headers, body))
+    return Prepared(request.method, request.url, headers, _bytes(body))
 
 
 def _plain(request: Any) -> Prepared:
     """botocore's prepared request in plain types."""
-    headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
-    body = request.body
+    return Prepared(request.method, request.url, _text_headers(request.headers), _bytes(request.body))
+
+
+def _text_headers(headers: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in headers.items()}
+
+
+def _bytes(body: Any) -> bytes | memoryview | None:
+    """A body as aiohttp sends it without a thread: botocore's BytesIO as a view of its buffer."""
     if isinstance(body, io.BytesIO):
         body = body.getbuffer()[body.tell():]
     elif body is not None and not isinstance(body, bytes | memoryview):
         body = body.read()
-    return Prepared(request.method, request.url, headers, body or None)
+    return body or None
 
 
 def _mapped(exc: Exception, url: str, proxy: str | None) -> Exception:
