@@ -17,11 +17,13 @@ Results are printed as Markdown rows for bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,16 @@ def status_times(cfg: Path, env: dict[str, str], repeats: int = 3) -> tuple[floa
     return min(walls), min(imports), min(works)
 
 
+@contextlib.contextmanager
+def _run_dir(prefix: str, workdir: str | None) -> Iterator[Path]:
+    """A fresh folder for one run: under `workdir` and kept when one is given, else a temporary one."""
+    if workdir:
+        yield Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        yield Path(d)
+
+
 def s8(info: Any, counts: list[int], workdir: str | None) -> None:
     client = boto_client(info)
     print("| objects | wall s | objects/s | client CPU ms/object | driver peak RSS MiB | `rekey status` s "
@@ -193,15 +205,17 @@ def s8(info: Any, counts: list[int], workdir: str | None) -> None:
         started = time.monotonic()
         seed(info, client, src, n, 1024)
         print(f"<!-- {src}: seeded or found in {time.monotonic() - started:.0f} s -->", flush=True)
-        # the checkpoint of a large run needs disk: next to the sandbox's data when a workdir is given
-        with tempfile.TemporaryDirectory(prefix="s8-", dir=workdir) as d:
-            tmp = Path(d)
+        # the checkpoint of a large run needs disk: next to the sandbox's data when a workdir is given, and
+        # kept there (its path printed) so that `rekey status` can be timed on it again later
+        with _run_dir("s8-", workdir) as tmp:
             dst = f"s8-dst-{n}-{int(time.time())}"
             client.create_bucket(Bucket=dst)
             cfg = config(tmp, info, src, dst, {"mode": "sse-s3"})
             run = sample(rekey("run", "-q", "-c", str(cfg)), env_for(info), tmp)
             assert run.code == 0, f"rekey run exited {run.code}"
             status_s, imports_s, work_s = status_times(cfg, env_for(info))
+            if workdir:
+                print(f"<!-- checkpoint kept: {cfg} -->", flush=True)
             print(f"| {n:,} | {run.wall:.1f} | {n / run.wall:.0f} | {1000 * run.cpu / n:.2f} | "
                   f"{run.driver_rss_mib:.0f} | {status_s:.2f} | {imports_s:.2f} | {work_s:.3f} |", flush=True)
 
