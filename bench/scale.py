@@ -299,8 +299,8 @@ def ray_startup(info: Any, client: Any, actors: int) -> tuple[Sampled, Sampled]:
 def synthetic_status(rows: int, workdir: str | None) -> None:
     """`rekey status` on a checkpoint of `rows` done objects written directly (no server, no run): what the
     status costs at a count too large to migrate on this machine."""
+    from engine.checkpoint import open_checkpoint
     from engine.config import load_config
-    from engine.pipeline import open_checkpoint
     from workers.model import Action, Mode, ObjectRef, Outcome, State
     with tempfile.TemporaryDirectory(prefix="status-", dir=workdir) as d:
         tmp = Path(d)

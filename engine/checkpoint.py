@@ -20,13 +20,14 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.lock import unwritable_message
-from engine.ranges import KeyRange
 from workers.errors import CheckpointError
-from workers.job import PendingEnvelope
-from workers.model import Action, Mode, ObjectRef, Outcome, PartResult, State
+from workers.model import Action, KeyRange, Mode, ObjectRef, Outcome, PartResult, PendingEnvelope, State
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 SCHEMA_VERSION = "1"
 
@@ -685,3 +686,11 @@ class _Transaction:
             self._conn.execute("COMMIT")
         else:
             self._conn.execute("ROLLBACK")
+
+
+def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = False) -> Checkpoint:
+    """The run's checkpoint; `read_only` for commands that only read it (status, verify, the report)."""
+    return Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(),
+                           description=f"{config.source.location.bucket}/{config.source.location.prefix} -> "
+                                       f"{config.describe_target()}", create=create, read_only=read_only,
+                           settings=config.settings())

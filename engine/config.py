@@ -12,11 +12,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from workers.endpoint import Endpoint
 from workers.errors import ConfigError
 from workers.keys import load_key_file
 from workers.model import Encryption, Location, Mode, SecretKey
 from workers.route import can_copy_between, same_objects
-from workers.s3 import Endpoint
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

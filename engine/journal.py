@@ -13,8 +13,8 @@ import anyio
 
 from engine.checkpoint import Checkpoint, UploadRow, database_error_message
 from workers.errors import CheckpointError
-from workers.job import PendingEnvelope, UploadResume
-from workers.model import Mode, ObjectRef, PartResult
+from workers.job import UploadResume
+from workers.model import Mode, ObjectRef, PartResult, PendingEnvelope
 
 T = TypeVar("T")
 

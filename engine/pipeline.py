@@ -13,7 +13,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.capabilities import CapabilityStore
-from engine.checkpoint import Checkpoint
+from engine.checkpoint import open_checkpoint
 from engine.completion import CompletionReport
 from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
 from engine.executor import Batch, Executor, ExecutorStats, Finished, Item, ItemContext, WorkerContext
@@ -23,7 +23,7 @@ from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import data_file_pages, data_files, manifest_pages
 from engine.progress import Progress
-from engine.ranges import KeyRange, file_ranges, key_range_pages, learn_ranges, list_ranges
+from engine.ranges import file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers import timeline
@@ -33,7 +33,7 @@ from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring
 from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
 from workers.memory import SLACK, BufferPool, MemoryBudget
-from workers.model import Encryption, Mode, ObjectRef, Outcome, State
+from workers.model import Encryption, KeyRange, Mode, ObjectRef, Outcome, State
 from workers.probes import (
     UnsafeTargetError,
     check_bucket,
@@ -139,14 +139,6 @@ def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
     return CseSettings(target=target, target_format=fmt, instruction_file=bool(t.cse and t.cse.instruction_file),
                        source=MultiKeyring(sources, allow_legacy=src.allow_legacy) if sources else None,
                        allow_decrypt=t.allow_client_side_decrypt)
-
-
-def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = False) -> Checkpoint:
-    """The run's checkpoint; `read_only` for commands that only read it (status, verify, the report)."""
-    return Checkpoint.open(config.run.checkpoint, fingerprint=config.fingerprint(),
-                           description=f"{config.source.location.bucket}/{config.source.location.prefix} -> "
-                                       f"{config.describe_target()}", create=create, read_only=read_only,
-                           settings=config.settings())
 
 
 def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, kms: Kms | None = None,

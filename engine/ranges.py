@@ -15,13 +15,12 @@ its position the last row of that file consumed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
 from engine.listing import KeyFilter, paired_pages
-from workers.model import ObjectRef
+from workers.model import KeyRange, ObjectRef
 from workers.s3 import S3
 
 PROBE_CHARS = [chr(c) for c in range(0x21, 0x7F)]   # printable ASCII; keys below sort into the first range
@@ -31,19 +30,6 @@ BELOW = "\U0010FFFD"
 SAMPLE_DEPTH = 3        # characters below the prefix the sample may go down to
 RANGE_LISTERS = 4       # ranges listed at once
 SPLIT_ABOVE = 10_000    # keys: a listing this short is not split (listed in one sequence, it keeps up)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRange:
-    """Keys after `lo` up to and including `hi` (None: to the end), listed after `position` in this pass."""
-
-    lo: str
-    hi: str | None
-    position: str
-    done: bool = False
-
-    def holds(self, key: str) -> bool:
-        return key > self.lo and (self.hi is None or key <= self.hi)
 
 
 async def _first_after(s3: S3, bucket: str, prefix: str, point: str) -> str | None:

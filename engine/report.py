@@ -7,13 +7,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.checkpoint import Checkpoint, ObjectRow, Totals
 from engine.config import Config
-from engine.pipeline import RunResult
 from engine.terminal import shown
 from workers.model import State
+
+if TYPE_CHECKING:
+    from engine.pipeline import RunResult
 
 REPORT_VERSION = 1
 

@@ -26,12 +26,11 @@ Cancellation is never an error: anyio's cancellation exception is re-raised unto
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
-import botocore.exceptions as bexc
 
 
 class RekeyError(Exception):
@@ -279,39 +278,62 @@ _BY_CODE: dict[str, Callable[[dict[str, Any]], RekeyError]] = {
 
 # No answer: what the transport raised, by class. botocore's own classes first (both transports send through
 # botocore's aiohttp session, which maps aiohttp's errors onto them); aiohttp's and the OS's for what is read
-# after (a GetObject body).
-_UNREACHABLE = (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ProxyConnectionError,
-                aiohttp.ClientConnectorError)
-_CERTIFICATE_CLASSES = (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)
-_NO_CREDENTIALS = (bexc.NoCredentialsError, bexc.PartialCredentialsError)
-_CONNECTION_LOST = (bexc.ReadTimeoutError, bexc.ConnectionClosedError, bexc.ResponseStreamingError,
-                    bexc.IncompleteReadError, bexc.HTTPClientError, aiohttp.ClientError, ConnectionError,
-                    TimeoutError, OSError)
+# after (a GetObject body). Imported when the first such error is classified: the commands that only read the
+# checkpoint (`rekey status`) then start without botocore and aiohttp.
+@dataclass(frozen=True, slots=True)
+class _TransportClasses:
+    unreachable: tuple[type[BaseException], ...]
+    certificate: tuple[type[BaseException], ...]
+    no_credentials: tuple[type[BaseException], ...]
+    connection_lost: tuple[type[BaseException], ...]
+    connection: type[BaseException]         # aiohttp's connection errors: reached, then lost
+    connector: type[BaseException]          # aiohttp's connect errors: never reached
+    endpoint_connection: type[BaseException]
+    ssl_error: type[BaseException]
+    param_validation: type[BaseException]
+
+
+@functools.cache
+def _transport_classes() -> _TransportClasses:
+    import aiohttp
+    import botocore.exceptions as bexc
+    return _TransportClasses(
+        unreachable=(bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ProxyConnectionError,
+                     aiohttp.ClientConnectorError),
+        certificate=(aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError),
+        no_credentials=(bexc.NoCredentialsError, bexc.PartialCredentialsError),
+        connection_lost=(bexc.ReadTimeoutError, bexc.ConnectionClosedError, bexc.ResponseStreamingError,
+                         bexc.IncompleteReadError, bexc.HTTPClientError, aiohttp.ClientError, ConnectionError,
+                         TimeoutError, OSError),
+        connection=aiohttp.ClientConnectionError, connector=aiohttp.ClientConnectorError,
+        endpoint_connection=bexc.EndpointConnectionError, ssl_error=bexc.SSLError,
+        param_validation=bexc.ParamValidationError)
 
 
 def _classify_transport(exc: BaseException, where: dict[str, Any]) -> RekeyError:
     name = type(exc).__name__
+    cls = _transport_classes()
     cause = getattr(exc, "kwargs", {}).get("error")
-    if isinstance(exc, bexc.EndpointConnectionError) and isinstance(cause, aiohttp.ClientConnectionError) \
-            and not isinstance(cause, aiohttp.ClientConnectorError):
+    if isinstance(exc, cls.endpoint_connection) and isinstance(cause, cls.connection) \
+            and not isinstance(cause, cls.connector):
         # aiobotocore maps every aiohttp connection error onto EndpointConnectionError, a connection the
         # server reset mid-request included: that one was reached, and is retried like any lost answer.
         return RetryableError(f"connection failed: {type(cause).__name__}", **where)
-    if isinstance(exc, _CERTIFICATE_CLASSES) or isinstance(cause, _CERTIFICATE_CLASSES) \
+    if isinstance(exc, cls.certificate) or isinstance(cause, cls.certificate) \
             or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         # Not retried: an untrusted certificate stays untrusted. Names the setting that fixes it.
         return EndpointError("the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED); set "
                              "ca_bundle ([source], [destination] or [kms]; audit and bench: --ca-bundle) to the PEM "
                              "of the CA that signed it", **where)
-    if isinstance(exc, bexc.SSLError):
+    if isinstance(exc, cls.ssl_error):
         return EndpointError(f"TLS failure: {exc}", **where)
-    if isinstance(exc, _UNREACHABLE):
+    if isinstance(exc, cls.unreachable):
         return EndpointError(f"endpoint unreachable: {name}", **where)
-    if isinstance(exc, _NO_CREDENTIALS):
+    if isinstance(exc, cls.no_credentials):
         return CredentialsError("no AWS credentials found (environment, profile or config)", **where)
-    if isinstance(exc, bexc.ParamValidationError):
+    if isinstance(exc, cls.param_validation):
         # botocore echoes parameter values, which may include key material: keep only the name.
         return ObjectError("request rejected by botocore's parameter validation", **where)
-    if isinstance(exc, _CONNECTION_LOST):
+    if isinstance(exc, cls.connection_lost):
         return RetryableError(f"connection failed: {name}", **where)
     return ObjectError(f"{name}: {exc}", **where)

@@ -16,7 +16,7 @@ from workers.capabilities import CapabilityHook, LocalCapabilities
 from workers.core.decide import RouteKind, Target
 from workers.cse import CseFormat, Keyring
 from workers.memory import BufferPool, MemoryBudget
-from workers.model import Encryption, Location, Mode, ObjectRef, PartResult, SecretKey
+from workers.model import Encryption, Location, Mode, ObjectRef, PartResult, PendingEnvelope, SecretKey
 from workers.s3 import S3
 
 T = TypeVar("T")
@@ -69,15 +69,6 @@ class ObjectJournal(Protocol):
     async def envelope_written(self, ref: ObjectRef) -> None: ...
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEnvelope:
-    """An instruction file rekey meant to write after the data of `dest_key` replaced the object `old_etag`."""
-
-    dest_key: str
-    old_etag: str
-    instruction: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,3 +169,25 @@ class Outcome:
     new_version_id: str | None = None   # versioned buckets: the version the re-encrypted copy became
     size: int | None = None             # the object's size as read (None: as listed)
     etag: str | None = None             # the object's ETag as read (None: as listed)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Keys after `lo` up to and including `hi` (None: to the end), listed after `position` in this pass."""
+
+    lo: str
+    hi: str | None
+    position: str
+    done: bool = False
+
+    def holds(self, key: str) -> bool:
+        return key > self.lo and (self.hi is None or key <= self.hi)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnvelope:
+    """An instruction file rekey meant to write after the data of `dest_key` replaced the object `old_etag`."""
+
+    dest_key: str
+    old_etag: str
+    instruction: Mapping[str, str]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from workers.s3 import Endpoint
+from workers.endpoint import Endpoint
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _AWS_HOST = re.compile(r"^s3(?:[.-](?P<dualstack>dualstack\.)?(?P<region>[a-z0-9-]+?))?\.amazonaws\.com$")

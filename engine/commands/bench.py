@@ -7,7 +7,6 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from engine.benchcmd import MODES, run_bench, settings_from_args, table
 from engine.commands.common import run_async
 from workers.errors import ConfigError
 
@@ -22,7 +21,12 @@ def _executor(args: argparse.Namespace) -> tuple[str, str | None, int | None]:
     return args.executor or "local", args.ray_address, args.actors
 
 
+# the modes `--modes` defaults to (engine.benchcmd.MODES, which imports the S3 stack: not at start-up)
+DEFAULT_MODES = "none,sse-s3,sse-kms,dsse-kms,sse-c,cse"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.benchcmd import run_bench, settings_from_args, table
     settings = settings_from_args(args)
     executor, address, actors = _executor(args)
     if actors is not None and actors < 1:
@@ -68,7 +72,7 @@ def register(sub: Any) -> None:
     p.add_argument("--size", default="1MiB", help="object size, e.g. 8KiB, 16MiB (default 1MiB)")
     p.add_argument("--count", type=int, default=100, help="objects per mode (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    p.add_argument("--modes", default=",".join(m.value for m in MODES),
+    p.add_argument("--modes", default=DEFAULT_MODES,
                    help="comma-separated: none, sse-s3, sse-kms, dsse-kms, sse-c, cse (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--executor", choices=("local", "ray"),

@@ -11,8 +11,8 @@ from engine.terminal import shown
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from engine.checkpoint import open_checkpoint
     from engine.cleanup import abort_uploads
-    from engine.pipeline import open_checkpoint
     config = load(args)
     dst = config.destination.location
     # A run's own uploads must not be aborted under it: cleanup takes the run's lock (exit 3 while one runs).

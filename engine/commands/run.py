@@ -70,8 +70,8 @@ async def run_until_stopped(config: Config, progress: Progress, stopping: Stoppi
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.checkpoint import open_checkpoint
     from engine.completion import report_format
-    from engine.pipeline import open_checkpoint
     from engine.progress import Progress
     from engine.report import build_report, failures, summary_text, write_json
     config = load(args)

@@ -10,7 +10,7 @@ from engine.commands.common import EXIT_OK, load, with_config
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from engine.pipeline import open_checkpoint
+    from engine.checkpoint import open_checkpoint
     from engine.report import build_report, failures, summary_text
     config = load(args)
     cp = open_checkpoint(config, create=False, read_only=True)

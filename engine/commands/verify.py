@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from engine.pipeline import open_checkpoint
+    from engine.checkpoint import open_checkpoint
     from engine.report import write_json
     from engine.verify import verify_run
     from workers.errors import first_fatal

@@ -39,8 +39,8 @@ from engine.executor.items import ItemContext, WorkerContext
 from workers import errors as rekey_errors
 from workers.capabilities import Capabilities, Fact, parse_fact
 from workers.errors import FatalError, first_fatal
-from workers.job import PendingEnvelope, UploadResume
-from workers.model import Mode, ObjectRef, Outcome, PartResult
+from workers.job import UploadResume
+from workers.model import Mode, ObjectRef, Outcome, PartResult, PendingEnvelope
 
 log = logging.getLogger("rekey.ray")
 # pipeline.worker_context, handed in by the driver (and pickled by reference to the actors)

@@ -106,3 +106,26 @@ def test_verbose_anywhere_and_version(capsys: Any) -> None:
     assert done.value.code == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("rekey ") and out != "rekey unknown"
+
+
+def test_status_starts_without_the_s3_stack(tmp_path: Path) -> None:
+    """`rekey status` on a large bucket's checkpoint must answer in well under a second (issue 12): its command
+    start-up (parser, config, checkpoint, report) imports neither botocore, aiohttp nor cryptography."""
+    import subprocess
+    import sys
+    probe = ("import sys\n"
+             "from engine.cli import build_parser\n"
+             "build_parser()\n"
+             "import engine.checkpoint, engine.commands.status, engine.config, engine.report\n"
+             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'aiobotocore', 'aiohttp', "
+             "'cryptography', 'ray'})\n"
+             "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=ENGINE.parent, timeout=60)
+    assert out.stdout.strip() == ""
+
+
+def test_bench_default_modes_are_every_mode() -> None:
+    from engine.benchcmd import MODES
+    from engine.commands.bench import DEFAULT_MODES
+    assert ",".join(m.value for m in MODES) == DEFAULT_MODES

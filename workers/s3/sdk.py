@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -17,26 +16,10 @@ from aiobotocore.session import AioSession
 from botocore.loaders import create_loader
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
+from workers.endpoint import Endpoint
 from workers.errors import classify_s3_error
 
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """How to reach one S3 endpoint. Credentials come from the AWS chain (environment, profile)."""
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    ca_bundle: str | None = None
-    max_connections: int = 64
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-    extra: Mapping[str, str] = field(default_factory=dict)
-    lean: bool = True                # the hot operations over the fast transport (`[run] lean_requests`)
-
-    @property
-    def is_plain_http(self) -> bool:
-        return bool(self.endpoint_url) and str(self.endpoint_url).lower().startswith("http://")
+__all__ = ["Endpoint", "connect_errors", "parse_timestamp"]
 
 
 @contextlib.contextmanager
