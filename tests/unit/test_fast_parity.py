@@ -8,6 +8,7 @@ transport's is the one it would hand to the HTTP session.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from workers.s3 import Attributes, CopyRequest, Directive, Endpoint, PutRequest,
 from workers.s3 import convert as cv
 from workers.s3.fast import HOT_OPS, FastTransport
 from workers.s3.ops import Op
+from workers.s3.template import TEMPLATED
 from workers.s3.sdk import client_kwargs, new_session
 
 KEYS = ["plain.txt", "with space/a b.txt", "ünïcødé/ключ.bin", "a+b=c", "100%/x%20y", "~tilde", "a//b",
@@ -160,3 +162,21 @@ def test_a_learned_region_readdresses_and_resigns() -> None:
     assert fast_sent == botocore_sent
     assert fast_sent["url"] == f"https://{BUCKET}.s3.eu-central-1.amazonaws.com/k"
     assert "/eu-central-1/s3/aws4_request" in fast_sent["headers"]["authorization"]
+
+
+def test_every_shape_of_call_without_a_mapping_is_templated() -> None:
+    """The comparisons above go through the request templates (workers.s3.template): after the first key,
+    each templated operation's calls are filled in from a template, not built by botocore."""
+    async def shapes() -> dict[Any, Any]:
+        endpoint = ENDPOINTS["custom-path-style"]
+        async with new_session(endpoint).create_client("s3", **client_kwargs(endpoint)) as client:
+            fast = FastTransport(client, {})
+            for key in KEYS:
+                for op, params in requests_for(key):
+                    await fast.prepare(op, params)
+            return dict(fast._templates)
+    templates = anyio.run(shapes)
+    assert {shape[0] for shape in templates} == TEMPLATED
+    assert all(t is not None for t in templates.values())
+    key_b64 = base64.b64encode(bytes(range(32))).decode()   # SSE_C's key, in the templates' headers
+    assert key_b64 not in repr(list(templates.values()))

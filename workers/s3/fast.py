@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import io
 import socket
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 from aiobotocore.httpchecksum import apply_request_checksum
-from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth, _host_from_url
-from botocore.endpoint import create_request_object
+from botocore.auth import S3SigV4Auth
 from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -48,6 +46,8 @@ from yarl import URL
 
 from workers.s3.answers import ANSWERS, FastError, list_answer
 from workers.s3.ops import Op
+from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
+from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
@@ -91,6 +91,7 @@ class FastTransport:
         self._user_agents: dict[Op, str] = {}   # botocore's User-Agent for each operation, built once
         self._signers: dict[tuple[str, Any, str, str], str] = {}   # choose-signer's answer, per signing context
         self._proxies: dict[str, tuple[str | None, dict[str, str]]] = {}   # scheme://host -> proxy, its headers
+        self._templates: dict[Hashable, Template | None] = {}   # per shape of call (workers.s3.template)
         self._shortcut = (_handlers(client, "request-created.s3.HeadObject") == set(_REQUEST_CREATED)
                           and _handlers(client, "before-sign.s3.HeadObject") == set(_BEFORE_SIGN))
 
@@ -132,25 +133,35 @@ class FastTransport:
 
     async def prepare(self, op: Op, params: Mapping[str, Any]) -> Prepared:
         """The signed request botocore would send for this call."""
+        shape = shape_of(op, params)
+        template = self._templates.get(shape) if shape is not None else None
+        if template is None and shape is not None and shape not in self._templates \
+                and len(self._templates) < MAX_SHAPES:
+            template = self._templates[shape] = await make_template(op, params, self._request_dict)
+        request_dict = template.fill(params) if template is not None else await self._request_dict(op, params)
+        prepared = await self._signed(op, self._model(op), request_dict, str(params.get("Bucket", "")))
+        if request_dict["context"].get("encoding_type_auto_set"):
+            return replace(prepared, url_encoded_keys=True)
+        return prepared
+
+    async def _request_dict(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
+        """botocore's request dict for this call, as `_make_api_call` builds it up to signing."""
         client = self._client
         model = self._model(op)
         context = self._context(model)
         api_params = await client._emit_api_params(api_params=dict(params), operation_model=model, context=context)
         url, headers = await self._endpoint(model, api_params, context)
         user_agent = self._user_agents.get(op)
-        request_dict = await client._convert_to_request_dict(api_params=api_params, operation_model=model,
-                                                             endpoint_url=url, context=context, headers=headers,
-                                                             set_user_agent_header=user_agent is None)
+        request_dict: dict[str, Any] = await client._convert_to_request_dict(
+            api_params=api_params, operation_model=model, endpoint_url=url, context=context, headers=headers,
+            set_user_agent_header=user_agent is None)
         resolve_checksum_context(request_dict, model, api_params)
         await client.meta.events.emit_until_response(
             f"before-call.{self._service_id}.{model.name}", model=model, params=request_dict,
             request_signer=client._request_signer, context=context)
         apply_request_checksum(request_dict)
         client._endpoint._update_retries_context(context, 1)
-        prepared = await self._signed(op, model, request_dict, str(api_params.get("Bucket", "")))
-        if context.get("encoding_type_auto_set"):
-            return replace(prepared, url_encoded_keys=True)
-        return prepared
+        return request_dict
 
     async def _signed(self, op: Op, model: Any, request_dict: dict[str, Any], bucket: str) -> Prepared:
         client = self._client
@@ -161,7 +172,7 @@ class FastTransport:
             return _plain(request)
         # Later calls: the same handlers of request-created (`_REQUEST_CREATED`), but not the User-Agent
         # rebuild: the (unsigned) string is the same for every call and building it is a fifth of this path.
-        request = create_request_object(request_dict)
+        request = FastRequest.of(request_dict)
         await self._sign(model.name, request, bucket)
         add_retry_headers(request)
         request.headers["User-Agent"] = user_agent
@@ -188,16 +199,16 @@ class FastTransport:
             return
         auth = await signer.get_auth_instance(signing_name=name, region_name=region, signature_version=version)
         if type(auth) is S3SigV4Auth:
-            auth.__class__ = _S3SigV4Auth
+            auth.__class__ = FastS3SigV4Auth
         auth.add_auth(request)
 
     def _proxy(self, url: str) -> tuple[str | None, dict[str, str]]:
         """The proxy botocore's HTTP session would use for this URL (HTTPS_PROXY, a profile's proxies), per host."""
-        origin = _origin(url)
-        hit = self._proxies.get(origin)
+        where = origin(url)
+        hit = self._proxies.get(where)
         if hit is None:
             config = self._client._endpoint.http_session._proxy_config
-            hit = self._proxies[origin] = (config.proxy_url_for(url), config.proxy_headers_for(url))
+            hit = self._proxies[where] = (config.proxy_url_for(url), config.proxy_headers_for(url))
         return hit
 
     async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,49 +236,6 @@ class FastTransport:
         if op == Op.LIST_OBJECTS_V2:
             return list_answer(status, answer, body, decode=request.url_encoded_keys)
         return ANSWERS[op](status, answer, body)
-
-
-class _SignedHeaders(dict[str, str]):
-    """What botocore's `headers_to_sign` returns (an email.message-based HTTPHeaders), as a dict: the same
-    names and values when no name repeats, read by the same canonical_headers and signed_headers."""
-
-    def get_all(self, name: str, failobj: Any = None) -> Any:
-        value = self.get(name)
-        return failobj if value is None else [value]
-
-
-class _S3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
-    """botocore's S3 SigV4 signer, whole, but for one step: the headers to sign are read into a dict (two
-    HTTPHeaders built per request were a sixth of its CPU); a repeated header name takes botocore's own."""
-
-    def headers_to_sign(self, request: Any) -> Any:
-        out = _SignedHeaders()
-        for name, value in request.headers.items():
-            lname = name.lower()
-            if lname in SIGNED_HEADERS_BLACKLIST:
-                continue
-            if lname in out:
-                return super().headers_to_sign(request)
-            out[lname] = value
-        if "host" not in out:
-            out["host"] = _host(request.url)
-        return out
-
-
-@functools.lru_cache(maxsize=256)
-def _origin_host(origin: str) -> str:
-    return str(_host_from_url(origin))
-
-
-def _origin(url: str) -> str:
-    """scheme://host[:port] of a URL."""
-    end = url.find("/", url.find("//") + 2)
-    return url if end < 0 else url[:end]
-
-
-def _host(url: str) -> str:
-    """botocore's Host header for a URL: it depends on the scheme, host and port only."""
-    return _origin_host(_origin(url))
 
 
 def _flat(mapping: Mapping[str, Any]) -> bool:

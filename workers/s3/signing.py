@@ -1,0 +1,155 @@
+"""botocore's S3 SigV4 signer on a lighter request object: what the fast transport signs with.
+
+The signer is botocore's `S3SigV4Auth`, called as botocore calls it (`add_auth`, the session's refreshable
+credentials). Three things around it cost more than the signature itself and are done here instead:
+
+    FastRequest        botocore's AWSRequest with a dict-based, case-insensitive header map in place of
+                       email.message's (every lookup, set and delete of that one parses and re-encodes the
+                       header list), and its body read as botocore's preparer reads it without building a
+                       whole prepared request (its `body` property does, for the payload hash)
+    headers_to_sign    read into a dict, not two HTTPHeaders per request
+    signing key        derived once per secret, day, region and service (four of the five HMACs of each
+                       signature); the key stays in this process's memory only
+
+tests/unit/test_fast_parity.py holds the result equal to botocore's own signed request.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth, _host_from_url
+from botocore.awsrequest import AWSRequest
+
+_KEYS_KEPT = 16   # signing keys cached (a run uses one or two a day)
+_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+
+class Headers(MutableMapping[str, str]):
+    """A case-insensitive header map that keeps each name's spelling, as email.message's does for the
+    single-valued headers botocore builds; deleting a missing name is no error there either."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, headers: Mapping[str, Any] | None = None) -> None:
+        self._items: dict[str, tuple[str, Any]] = {}
+        for name, value in (headers or {}).items():
+            self._items[name.lower()] = (name, value)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._items[name.lower()] = (name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self._items.pop(name.lower(), None)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        hit = self._items.get(name.lower())
+        return default if hit is None else hit[1]
+
+    def items(self) -> Any:
+        return list(self._items.values())
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        hit = self._items.get(name.lower())
+        return failobj if hit is None else [hit[1]]
+
+    def __repr__(self) -> str:   # names only: the values may carry an SSE-C key
+        return f"Headers({sorted(name for name, _ in self._items.values())})"
+
+
+class FastRequest(AWSRequest):  # type: ignore[misc]
+    """botocore's AWSRequest with `Headers` for its headers (see the module doc)."""
+
+    def __init__(self, method: str, url: str, headers: Mapping[str, Any], data: Any,
+                 auth_path: str | None = None) -> None:
+        super().__init__(method=method, url=url, data=data, auth_path=auth_path)
+        self.headers = Headers(headers)
+
+    @classmethod
+    def of(cls, request_dict: Mapping[str, Any]) -> FastRequest:
+        """What botocore's `create_request_object` makes of a request dict."""
+        request = cls(request_dict["method"], request_dict["url"], request_dict["headers"], request_dict["body"],
+                      request_dict.get("auth_path"))
+        request.context = request_dict["context"]
+        return request
+
+    @property
+    def body(self) -> Any:
+        data = self.data
+        if isinstance(data, dict):   # a form: botocore's preparer encodes it
+            return super().body
+        if data == b"":
+            return None
+        return data.encode("utf-8") if isinstance(data, str) else data
+
+
+class _SignedHeaders(dict[str, str]):
+    """What botocore's `headers_to_sign` returns (an email.message-based HTTPHeaders), as a dict: the same
+    names and values when no name repeats, read by the same canonical_headers and signed_headers."""
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        value = self.get(name)
+        return failobj if value is None else [value]
+
+
+class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
+    """botocore's S3 SigV4 signer, whole, but for two steps: the headers to sign are read into a dict, and
+    the signing key is derived once a day (see the module doc)."""
+
+    def headers_to_sign(self, request: Any) -> Any:
+        out = _SignedHeaders()
+        for name, value in request.headers.items():
+            lname = name.lower()
+            if lname in SIGNED_HEADERS_BLACKLIST:
+                continue
+            if lname in out:   # only an email.message header map repeats a name: botocore's own
+                return super().headers_to_sign(request)
+            out[lname] = value
+        if "host" not in out:
+            out["host"] = host_header(request.url)
+        return out
+
+    def signature(self, string_to_sign: str, request: Any) -> str:
+        secret = self.credentials.secret_key
+        scope = (secret, request.context["timestamp"][0:8], self._region_name, self._service_name)
+        key = _signing_keys.get(scope)
+        if key is None:
+            k_date = self._sign(f"AWS4{secret}".encode(), scope[1])
+            key = self._sign(self._sign(self._sign(k_date, scope[2]), scope[3]), "aws4_request")
+            if len(_signing_keys) >= _KEYS_KEPT:
+                _signing_keys.clear()
+            _signing_keys[scope] = key
+        return str(self._sign(key, string_to_sign, hex=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_host(origin: str) -> str:
+    return str(_host_from_url(origin))
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL."""
+    end = url.find("/", url.find("//") + 2)
+    return url if end < 0 else url[:end]
+
+
+def host_header(url: str) -> str:
+    """botocore's Host header for a URL: it depends on the scheme, host and port only."""
+    return _origin_host(origin(url))
+
+
+__all__ = ["FastRequest", "FastS3SigV4Auth", "Headers", "host_header", "origin"]
