@@ -107,8 +107,8 @@ class _SignedHeaders(dict[str, str]):
 
 
 class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
-    """botocore's S3 SigV4 signer, whole, but for two steps: the headers to sign are read into a dict, and
-    the signing key is derived once a day (see the module doc)."""
+    """botocore's S3 SigV4 signer, whole, but for two steps: the headers to sign are read into a dict (and
+    written out from it), and the signing key is derived once a day (see the module doc)."""
 
     def headers_to_sign(self, request: Any) -> Any:
         out = _SignedHeaders()
@@ -118,10 +118,23 @@ class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
                 continue
             if lname in out:   # only an email.message header map repeats a name: botocore's own
                 return super().headers_to_sign(request)
+            if not isinstance(value, str):
+                return super().headers_to_sign(request)
             out[lname] = value
         if "host" not in out:
             out["host"] = host_header(request.url)
         return out
+
+    def canonical_headers(self, headers_to_sign: Any) -> str:
+        """botocore's, for the dict `headers_to_sign` returns: names lowercase and single, values str."""
+        if not isinstance(headers_to_sign, _SignedHeaders):
+            return str(super().canonical_headers(headers_to_sign))
+        return "\n".join(f"{name}:{' '.join(value.split())}" for name, value in sorted(headers_to_sign.items()))
+
+    def signed_headers(self, headers_to_sign: Any) -> str:
+        if not isinstance(headers_to_sign, _SignedHeaders):
+            return str(super().signed_headers(headers_to_sign))
+        return ";".join(sorted(name.strip() for name in headers_to_sign))
 
     def signature(self, string_to_sign: str, request: Any) -> str:
         secret = self.credentials.secret_key
