@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import anyio
 
-from workers.errors import classify_s3_error
+from workers.errors import ConfigError, FatalError, RekeyError, classify_s3_error
 from workers.s3.boundary import RetryPolicy
 from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session
 
@@ -32,23 +32,38 @@ class DataKey:
 
 
 class Kms:
-    """One aiobotocore KMS client. Use as `async with Kms.open(endpoint) as kms:`."""
+    """One aiobotocore KMS client, made on the first request (a run that never asks KMS, an SSE-S3 target with
+    a [kms] section say, does not pay for it). Use as `async with Kms.open(endpoint) as kms:`."""
 
-    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, client: Any, retry: RetryPolicy | None = None,
+                 connect: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._client = client
         self._retry = retry
+        self._connect = connect
+        self._connecting = anyio.Lock()
         self.requests = 0
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[Kms]:
-        session = new_session(endpoint)
-        with connect_errors():
-            cm = session.create_client("kms", **client_kwargs(endpoint))
         async with contextlib.AsyncExitStack() as stack:
-            with connect_errors():
-                client = await stack.enter_async_context(cm)
-            yield cls(client, retry)
+            async def connect() -> Any:
+                try:
+                    with connect_errors():
+                        cm = new_session(endpoint).create_client("kms", **client_kwargs(endpoint))
+                        return await stack.enter_async_context(cm)
+                except RekeyError as exc:   # no KMS client, no KMS request of this run can succeed
+                    if isinstance(exc, FatalError):
+                        raise
+                    raise ConfigError(f"kms: no client could be made: {exc}", op="connect") from None
+            yield cls(None, retry, connect)
+
+    async def _ready(self) -> Any:
+        if self._client is None:
+            async with self._connecting:
+                if self._client is None and self._connect is not None:
+                    self._client = await self._connect()
+        return self._client
 
     async def _send(self, op: KmsOp, key: str, **params: Any) -> dict[str, Any]:
         """One KMS request (every one of them is safe to resend), retried under the policy."""
@@ -59,7 +74,8 @@ class Kms:
     async def _attempt(self, op: KmsOp, key: str, params: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
         try:
-            result: dict[str, Any] = await getattr(self._client, op.value)(**params)
+            client = await self._ready()
+            result: dict[str, Any] = await getattr(client, op.value)(**params)
             return result
         except anyio.get_cancelled_exc_class():
             raise
