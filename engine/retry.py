@@ -40,6 +40,7 @@ class Throttle:
         self.window = self.max_window
         self.min_window_seen = self.window
         self._in_flight = 0
+        self._waiting = 0   # tasks in acquire's slow path
         self._cond = anyio.Condition()
         self._successes = 0
         self._max_rps = max_rps
@@ -50,16 +51,26 @@ class Throttle:
         self.retries = 0
 
     async def acquire(self) -> None:
+        """A slot; without waiting (and without the condition's lock) while the window has room and nobody
+        waits: on one event loop, nothing runs between the check and the count."""
+        if self._waiting == 0 and self._in_flight < self.window:
+            self._in_flight += 1
+            return
         async with self._cond:
-            while self._in_flight >= self.window:
-                await self._cond.wait()
+            self._waiting += 1
+            try:
+                while self._in_flight >= self.window:
+                    await self._cond.wait()
+            finally:
+                self._waiting -= 1
             self._in_flight += 1
 
     async def release(self) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
+        self._in_flight -= 1
+        if self._waiting:   # a waiter is inside the condition (or about to wait on it, holding its lock)
+            with anyio.CancelScope(shield=True):
+                async with self._cond:
+                    self._cond.notify_all()
 
     async def gate(self) -> None:
         """Wait for a pause after a throttle, and for the rate cap, before one request."""
