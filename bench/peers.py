@@ -103,8 +103,10 @@ class Tool:
     build: Callable[[Scenario, Ctx], Command | str]
 
 
-def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None = None,
-           ) -> Callable[[Scenario, Ctx], Command | str]:
+def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None = None, *,
+           endpoint_in_env: bool = False) -> Callable[[Scenario, Ctx], Command | str]:
+    """rekey's command; with `endpoint_in_env` the config names no S3 endpoint and AWS_ENDPOINT_URL_S3 gives
+    it, as on AWS (the endpoint the SDK's own settings resolve)."""
     def build(sc: Scenario, ctx: Ctx) -> Command | str:
         dest = "" if sc.in_place else f'[destination]\nbucket = "{ctx.dst}"\n\n'
         if sc.target == "cse":
@@ -120,11 +122,13 @@ def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None 
         if threshold:
             run += f'multipart_threshold = "{threshold}"\n'
         cfg = ctx.workdir / "rekey.toml"
-        cfg.write_text(f'[source]\nbucket = "{ctx.src}"\nendpoint_url = "{ctx.s3_url}"\nregion = "{ctx.region}"\n\n'
+        endpoint = "" if endpoint_in_env else f'endpoint_url = "{ctx.s3_url}"\n'
+        cfg.write_text(f'[source]\nbucket = "{ctx.src}"\n{endpoint}region = "{ctx.region}"\n\n'
                        f'{dest}[target]\n{target}\n[run]\n{run}', encoding="utf-8")
         report = ctx.workdir / "report.json"
+        env = {**ctx.aws_env(), "AWS_ENDPOINT_URL_S3": ctx.s3_url} if endpoint_in_env else ctx.aws_env()
         return Command([str(ROOT / ".venv" / "bin" / "rekey"), "run", "-c", str(cfg), "-q", "--report", str(report)],
-                       ctx.aws_env(), report)
+                       env, report)
     return build
 
 
@@ -203,6 +207,7 @@ def _s3ec(mode: str) -> Callable[[Scenario, Ctx], Command | str]:
 TOOLS: tuple[Tool, ...] = (
     Tool("rekey", "rekey", _rekey(None)),
     Tool("rekey c=16", "rekey", _rekey(16)),
+    Tool("rekey env-endpoint", "rekey-env", _rekey(None, endpoint_in_env=True)),
     Tool("aws-cli", "aws-cli", _awscli(False)),
     Tool("aws-cli 64", "aws-cli", _awscli(True)),
     Tool("rclone", "rclone", _rclone(False)),
