@@ -93,7 +93,7 @@ class Capabilities:
 
     def get(self, name: str) -> bool | None:
         """A fact by its stored name."""
-        return self.to_flags().get(name)
+        return self._flags().get(name)
 
     # --- questions decide() and the strategies ask -------------------------------------------------
 
@@ -113,7 +113,7 @@ class Capabilities:
     # --- learning -------------------------------------------------------------------------------------
 
     def knows(self, fact: Fact) -> bool:
-        return self.to_flags().get(fact.name) == fact.value
+        return self._flags().get(fact.name) == fact.value
 
     def learned(self, fact: Fact) -> Capabilities:
         """A new record with `fact` folded in."""
@@ -161,7 +161,16 @@ class Capabilities:
         return out
 
     def to_flags(self) -> dict[str, bool]:
-        return {f.name: f.value for f in self.facts()}
+        return dict(self._flags())
+
+    def _flags(self) -> Mapping[str, bool]:
+        """The stored form, made once per record (records are immutable; workers ask it per object)."""
+        hit = _FLAGS_MADE.get(id(self))
+        if hit is None or hit[0] is not self:
+            if len(_FLAGS_MADE) >= _FLAGS_KEPT:
+                _FLAGS_MADE.clear()
+            hit = _FLAGS_MADE[id(self)] = (self, {f.name: f.value for f in self.facts()})
+        return hit[1]
 
     @classmethod
     def from_flags(cls, flags: Mapping[str, object]) -> Capabilities:
@@ -172,6 +181,10 @@ class Capabilities:
             if fact is not None:
                 caps = caps.learned(fact)
         return caps
+
+
+_FLAGS_KEPT = 64
+_FLAGS_MADE: dict[int, tuple[Capabilities, dict[str, bool]]] = {}   # id(record) -> (record, its flags)
 
 
 def parse_fact(name: str, value: bool) -> Fact | None:
