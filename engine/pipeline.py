@@ -30,7 +30,7 @@ from engine.versions import key_versions, version_groups
 from workers import timeline
 from workers.capabilities import Capabilities, CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
 from workers.carry import CAP_HEAD_COUNTS_TAGS, CAP_KEEPS_TAGS
-from workers.cse import AesKeyring, CseFormat, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
+from workers.cse import CseFormat
 from workers.errors import ConfigError, first_fatal
 from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
 from workers.memory import SLACK, BufferPool, MemoryBudget
@@ -116,6 +116,8 @@ def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
     t = config.target
     if not needs_kms(config) and not config.source.cse.aes_keys and not config.source.cse.rsa_private_keys_pem:
         return None
+    # the keyrings load cryptography: a run without client-side encryption never imports them
+    from workers.cse import AesKeyring, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
     target: Keyring | None = None
     if t.cse is not None:
         if t.cse.keyring == CseKeyring.KMS:

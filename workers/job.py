@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from workers.capabilities import CapabilityHook, LocalCapabilities
 from workers.core.decide import RouteKind, Target
-from workers.cse import CseFormat, Keyring
+from workers.cse import CseFormat
 from workers.memory import BufferPool, MemoryBudget
 from workers.model import Encryption, Location, Mode, ObjectRef, PartResult, PendingEnvelope, SecretKey
 from workers.s3 import S3
+
+if TYPE_CHECKING:
+    from workers.cse import Keyring
 
 T = TypeVar("T")
 

@@ -129,3 +129,17 @@ def test_bench_default_modes_are_every_mode() -> None:
     from engine.benchcmd import MODES
     from engine.commands.bench import DEFAULT_MODES
     assert ",".join(m.value for m in MODES) == DEFAULT_MODES
+
+
+def test_a_run_without_client_side_encryption_starts_without_cryptography() -> None:
+    """Issue 15: cryptography is imported only when client-side encryption is configured (the run command's
+    modules, the pipeline, the object core and the S3 boundary load without it)."""
+    import subprocess
+    import sys
+    probe = ("import sys\n"
+             "import engine.commands.run, engine.pipeline, engine.report, engine.progress, engine.executor.local\n"
+             "import workers.core.migrate, workers.core.strategies, workers.core.pending, workers.s3\n"
+             "print('cryptography' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=ENGINE.parent, timeout=60)
+    assert out.stdout.strip() == "False"

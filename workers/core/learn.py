@@ -14,7 +14,6 @@ from workers.cse import (
     load_instruction_file,
     needs_instruction_file,
 )
-from workers.cse_transfer import already_under_target, load_envelope
 from workers.errors import KeyRequiredError, ObjectChangedError, RekeyError, WrongKeyError
 from workers.job import Job
 from workers.model import Encryption, Mode, ObjectHead, ObjectRef
@@ -103,6 +102,7 @@ def may_be_client_side(job: Job, ref: ObjectRef, head: ObjectHead) -> bool:
 
 async def learn(job: Job, ref: ObjectRef, head: ObjectHead) -> Learned:
     """Everything `decide` needs about one object whose HEAD is known."""
+    from workers.cse_transfer import load_envelope  # loads cryptography: only for client-side objects
     if await looks_like_instruction_file(job, ref, head):
         return Learned(ObjectState(head), instruction_file_of_another=True)
     env = None
@@ -123,6 +123,7 @@ async def learn(job: Job, ref: ObjectRef, head: ObjectHead) -> Learned:
 
 async def _under_target(job: Job, env: Envelope) -> bool:
     """Wrapped by the target keyring, in the target format, with the envelope where the target puts it."""
+    from workers.cse_transfer import already_under_target  # loads cryptography: only for client-side objects
     cse = job.cse
     if cse is None or cse.target is None or env.from_instruction_file != cse.instruction_file:
         return False

@@ -19,7 +19,6 @@ from __future__ import annotations
 from workers.core.decide import Strategy
 from workers.core.outcome import Written
 from workers.cse import parse_envelope
-from workers.cse_transfer import decrypted_sha256, forget_envelope, put_instruction, verify_cse
 from workers.errors import FatalError, RekeyError
 from workers.job import Job
 from workers.model import ObjectHead, ObjectRef
@@ -28,6 +27,8 @@ from workers.model import ObjectHead, ObjectRef
 async def resume_envelope(job: Job, ref: ObjectRef, head: ObjectHead) -> Written | None:
     """A run killed between the data write and its instruction file: put the file now, if the object's
     data is the one the recorded envelope opens. None when there is nothing to resume."""
+    # workers.cse_transfer loads cryptography: imported only for client-side objects
+    from workers.cse_transfer import decrypted_sha256, forget_envelope, put_instruction, verify_cse
     journal = job.hooks.objects
     if journal is None or not job.in_place:
         return None

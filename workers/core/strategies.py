@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from workers import carry, readback, sse
 from workers.capabilities import Fact, copy_applies, named, part_copy_from
@@ -17,8 +18,7 @@ from workers.core.decide import Strategy
 from workers.core.learn import Learned, head_source
 from workers.core.outcome import Written
 from workers.core.verify import calibrate, check_written, response_trusted, verified, verify_error
-from workers.cse import ContentAlg, Envelope, Keyring
-from workers.cse_transfer import CseResult, delete_instruction, rewrap, transfer, verify_cse
+from workers.cse import ContentAlg, Envelope
 from workers.errors import ObjectGoneError, UnsupportedError, VerifyError, WrongKeyError
 from workers.job import CseSettings, Job
 from workers.model import Mode, ObjectHead, ObjectRef
@@ -26,6 +26,10 @@ from workers.s3 import Written as Written_
 from workers.serverside import PER_KEY, PERCENT_KEY, copy_object, multipart_copy
 from workers.stream import stream_copy
 from workers.update_encryption import update_object_encryption
+
+if TYPE_CHECKING:
+    from workers.cse import Keyring
+    from workers.cse_transfer import CseResult
 
 CAP_PART_COPY_PERCENT = "upload_part_copy_finds_percent_keys"  # False once one with `%` answered NoSuchKey
 
@@ -244,6 +248,7 @@ def _source_keyring(a: Attempt) -> Keyring:
 
 
 async def _cse_written(a: Attempt, strategy: Strategy, result: CseResult, plain_size: int) -> Written:
+    from workers.cse_transfer import verify_cse  # loads cryptography: only for client-side objects
     etag = result.new_etag
     if a.job.verify:
         etag = (await verify_cse(a.job, _settings(a), a.dest_key, plain_size, checked=result.checked)).etag
@@ -261,11 +266,13 @@ def _plain_size(a: Attempt, result: CseResult | None = None) -> int:
 
 
 async def cse_encrypt(a: Attempt) -> Written:
+    from workers.cse_transfer import transfer  # loads cryptography: only for client-side objects
     result = await transfer(a.job, a.ref, a.head, decrypt_with=None, source_env=None, encrypt=_settings(a))
     return await _cse_written(a, Strategy.CSE_ENCRYPT, result, a.head.size)
 
 
 async def cse_reencrypt(a: Attempt) -> Written:
+    from workers.cse_transfer import transfer  # loads cryptography: only for client-side objects
     env = _envelope(a)
     key = await _source_keyring(a).unwrap(env)
     result = await transfer(a.job, a.ref, a.head, decrypt_with=key, source_env=env, encrypt=_settings(a))
@@ -273,6 +280,7 @@ async def cse_reencrypt(a: Attempt) -> Written:
 
 
 async def cse_decrypt(a: Attempt) -> Written:
+    from workers.cse_transfer import delete_instruction, transfer  # loads cryptography: only for client-side objects
     env = _envelope(a)
     key = await _source_keyring(a).unwrap(env)
     result = await transfer(a.job, a.ref, a.head, decrypt_with=key, source_env=env, encrypt=None)
@@ -286,12 +294,14 @@ async def cse_decrypt(a: Attempt) -> Written:
 
 
 async def rewrap_key(a: Attempt) -> Written:
+    from workers.cse_transfer import rewrap  # loads cryptography: only for client-side objects
     cse = _settings(a)
     result = await rewrap(a.job, a.ref, a.head, _envelope(a), replace(cse, source=_source_keyring(a)))
     return await _cse_written(a, Strategy.REWRAP, result, _plain_size(a))
 
 
 async def cse_copy(a: Attempt) -> Written:
+    from workers.cse_transfer import rewrap  # loads cryptography: only for client-side objects
     cse = _settings(a)
     result = await rewrap(a.job, a.ref, a.head, _envelope(a), replace(cse, source=cse.target))  # as it is
     return await _cse_written(a, Strategy.CSE_COPY, result, _plain_size(a))
