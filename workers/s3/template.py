@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from botocore.handlers import _quote_source_header_from_dict
 from botocore.utils import percent_encode
 
@@ -130,7 +131,12 @@ async def make_template(op: Op, params: Mapping[str, Any], build: Build) -> Temp
             tokenized[name] = {}   # filled in as botocore serializes it: one x-amz-meta- header an entry
         else:
             tokenized[name] = value
-    request = await build(op, tokenized)
+    try:
+        request = await build(op, tokenized)
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception:   # botocore refused the tokens (a validation the real values pass): no template
+        return None
     template = _locate(request, tokens, tokenized.get("CopySource"))
     if template is None:
         return None
