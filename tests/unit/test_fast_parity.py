@@ -22,8 +22,8 @@ from workers.s3 import Attributes, CopyRequest, Directive, Endpoint, PutRequest,
 from workers.s3 import convert as cv
 from workers.s3.fast import HOT_OPS, FastTransport
 from workers.s3.ops import Op
-from workers.s3.template import TEMPLATED
 from workers.s3.sdk import client_kwargs, new_session
+from workers.s3.template import TEMPLATED
 
 KEYS = ["plain.txt", "with space/a b.txt", "ünïcødé/ключ.bin", "a+b=c", "100%/x%20y", "~tilde", "a//b",
         "dir/", "/leading", "q?x#y&z"]
