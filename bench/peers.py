@@ -101,6 +101,7 @@ class Tool:
     name: str
     family: str
     build: Callable[[Scenario, Ctx], Command | str]
+    opt_in: bool = False   # run only when --tools names it or its family (keeps `make bench-quick` in budget)
 
 
 def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None = None, *,
@@ -207,7 +208,7 @@ def _s3ec(mode: str) -> Callable[[Scenario, Ctx], Command | str]:
 TOOLS: tuple[Tool, ...] = (
     Tool("rekey", "rekey", _rekey(None)),
     Tool("rekey c=16", "rekey", _rekey(16)),
-    Tool("rekey env-endpoint", "rekey-env", _rekey(None, endpoint_in_env=True)),
+    Tool("rekey env-endpoint", "rekey-env", _rekey(None, endpoint_in_env=True), opt_in=True),
     Tool("aws-cli", "aws-cli", _awscli(False)),
     Tool("aws-cli 64", "aws-cli", _awscli(True)),
     Tool("rclone", "rclone", _rclone(False)),

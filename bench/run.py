@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(s.name == "S6" for s in chosen) and "S6a" not in [s.name for s in chosen]:
         chosen.insert([s.name for s in chosen].index("S6"), all_sc["S6a"])
     wanted = {t.strip() for t in args.tools.split(",")} if args.tools else None
-    tools = [t for t in peers.TOOLS if wanted is None or t.name in wanted or t.family in wanted]
+    tools = [t for t in peers.TOOLS
+             if (not t.opt_in if wanted is None else (t.name in wanted or t.family in wanted))]
     if not args.no_install:
         peers.install()
     compile_rekey()
