@@ -176,7 +176,29 @@ def test_every_shape_of_call_without_a_mapping_is_templated() -> None:
                     await fast.prepare(op, params)
             return dict(fast._templates)
     templates = anyio.run(shapes)
-    assert {shape[0] for shape in templates} == TEMPLATED
+    assert {shape[0][0] for shape in templates} == TEMPLATED
     assert all(t is not None for t in templates.values())
     key_b64 = base64.b64encode(bytes(range(32))).decode()   # SSE_C's key, in the templates' headers
     assert key_b64 not in repr(list(templates.values()))
+
+
+def test_a_region_learned_after_a_template_readdresses_the_next_call() -> None:
+    """A template is per bucket region: once a redirect taught the bucket's region, the next call of the same
+    shape goes there, signed for it, not to the region the template was first made for."""
+    async def run() -> tuple[Any, Any]:
+        endpoint = ENDPOINTS["aws-eu-west-1"]
+        async with new_session(endpoint).create_client("s3", **client_kwargs(endpoint)) as client:
+            regions: dict[str, str] = {}
+
+            def learned(builtins: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
+                if params.get("Bucket") in regions:   # as the boundary registers it
+                    builtins["AWS::Region"] = regions[params["Bucket"]]
+            client.meta.events.register("before-endpoint-resolution.s3", learned)
+            fast = FastTransport(client, regions)
+            before = await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k"})
+            regions[BUCKET] = "eu-central-1"
+            return before, await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k2"})
+    before, after = anyio.run(run)
+    assert before.url == f"https://{BUCKET}.s3.eu-west-1.amazonaws.com/k"
+    assert after.url == f"https://{BUCKET}.s3.eu-central-1.amazonaws.com/k2"
+    assert "/eu-central-1/s3/aws4_request" in after.headers["Authorization"]

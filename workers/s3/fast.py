@@ -134,6 +134,8 @@ class FastTransport:
     async def prepare(self, op: Op, params: Mapping[str, Any]) -> Prepared:
         """The signed request botocore would send for this call."""
         shape = shape_of(op, params)
+        if shape is not None:   # a bucket's region learned from a redirect readdresses it: another template
+            shape = (shape, self._regions.get(str(params.get("Bucket", "")), ""))
         template = self._templates.get(shape) if shape is not None else None
         if template is None and shape is not None and shape not in self._templates \
                 and len(self._templates) < MAX_SHAPES:
