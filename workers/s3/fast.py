@@ -12,6 +12,9 @@ skips the rest:
                                     CA bundle, connect and read timeouts) and its error mapping
     cached here, per operation,     the endpoint rules' answer (URL: addressing style, regional endpoint,
     bucket and region               path or virtual-hosted; signing region)
+    cached here, per shape of call  botocore's request dict up to signing, filled in for each call of that
+    (workers.s3.template)           shape (only where filling it is proven to give botocore's own request)
+    lighter here                    the signed request object and its header map (workers.s3.signing)
     done here (workers.s3.answers)  the answer: status, headers and the small XML body, read straight
                                     into botocore's response shape, so one converter serves both transports
 """
