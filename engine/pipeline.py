@@ -6,9 +6,8 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -29,7 +28,7 @@ from engine.ranges import file_ranges, key_range_pages, learn_ranges, list_range
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers import timeline
-from workers.capabilities import Capabilities, CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
+from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
 from workers.carry import CAP_HEAD_COUNTS_TAGS, CAP_KEEPS_TAGS
 from workers.cse import CseFormat
 from workers.errors import ConfigError, first_fatal
@@ -275,8 +274,6 @@ class Run:
         self.had_uploads: set[tuple[str, str]] = set()
         self.objects_done = 0
         self.bytes_done = 0
-        self._flags_of: Capabilities | None = None
-        self._flags: Mapping[str, bool] = MappingProxyType({})
 
     def _pages(self, position: str) -> AsyncIterator[tuple[list[ObjectRef], str, bool]]:
         if self.config.source.manifest:
@@ -413,16 +410,8 @@ class Run:
                         items.append(recv.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                batch = Batch(items, await self._resumes(items), self._capability_flags())
+                batch = Batch(items, await self._resumes(items), self.job.caps.current.to_flags())
                 await out.send(await self.executor.migrate_batch(batch))
-
-    def _capability_flags(self) -> Mapping[str, bool]:
-        """What the run has learned, in the form a batch carries; made again only when something was learned
-        (the record is immutable: a new fact makes a new one)."""
-        caps = self.job.caps.current
-        if caps is not self._flags_of:
-            self._flags_of, self._flags = caps, MappingProxyType(caps.to_flags())
-        return self._flags
 
     async def _resumes(self, items: list[Item]) -> dict[tuple[str, str], UploadResume]:
         """The uploads the checkpoint holds for these objects: all of them when the executor can lose work

@@ -37,8 +37,8 @@ PARAMS = {"Bucket": "b", "Key": "dir/a b+c", "VersionId": "v/1+2", "IfMatch": '"
 
 
 def test_a_template_fills_in_exactly_what_the_build_makes() -> None:
-    template = anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build())
-    assert template is not None
+    template, first = anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build())
+    assert template is not None and first is not None and first["url"] == _request(PARAMS)["url"]
     for key in ("ünï/ключ", "a//b", "100%", "dir/"):
         other = {**PARAMS, "Key": key, "VersionId": key[::-1], "IfMatch": f'"{key}"'}
         filled, real = template.fill(other), _request(other)
@@ -47,8 +47,8 @@ def test_a_template_fills_in_exactly_what_the_build_makes() -> None:
 
 
 def test_a_token_landing_twice_or_refused_gives_no_template() -> None:
-    assert anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build(twice=True)) is None
-    assert anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build(refuse_tokens=True)) is None
+    assert anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build(twice=True))[0] is None
+    assert anyio.run(make_template, Op.HEAD_OBJECT, PARAMS, _build(refuse_tokens=True))[0] is None
 
 
 def test_shapes_split_on_every_fixed_value_and_refuse_mappings() -> None:

@@ -50,7 +50,7 @@ from yarl import URL
 from workers.s3.answers import ANSWERS, FastError, list_answer
 from workers.s3.ops import Op
 from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
-from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of
+from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, signing_copy
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
@@ -131,7 +131,7 @@ class FastTransport:
         if auth_type is not None:
             context["auth_type"] = auth_type
         if signing is not None:   # later handlers may change it: each request its own copy
-            context["signing"] = dict(signing) if _flat(signing) else copy.deepcopy(signing)
+            context["signing"] = signing_copy(signing)
         return url, dict(headers)
 
     async def prepare(self, op: Op, params: Mapping[str, Any]) -> Prepared:
@@ -140,10 +140,13 @@ class FastTransport:
         if shape is not None:   # a bucket's region learned from a redirect readdresses it: another template
             shape = (shape, self._regions.get(str(params.get("Bucket", "")), ""))
         template = self._templates.get(shape) if shape is not None else None
+        request_dict = None
         if template is None and shape is not None and shape not in self._templates \
                 and len(self._templates) < MAX_SHAPES:
-            template = self._templates[shape] = await make_template(op, params, self._request_dict)
-        request_dict = template.fill(params) if template is not None else await self._request_dict(op, params)
+            template, request_dict = await make_template(op, params, self._request_dict)
+            self._templates[shape] = template
+        if request_dict is None:
+            request_dict = template.fill(params) if template is not None else await self._request_dict(op, params)
         prepared = await self._signed(op, self._model(op), request_dict, str(params.get("Bucket", "")))
         if request_dict["context"].get("encoding_type_auto_set"):
             return replace(prepared, url_encoded_keys=True)
@@ -242,9 +245,6 @@ class FastTransport:
             return list_answer(status, answer, body, decode=request.url_encoded_keys)
         return ANSWERS[op](status, answer, body)
 
-
-def _flat(mapping: Mapping[str, Any]) -> bool:
-    return all(isinstance(v, str | bool | int | float | None) for v in mapping.values())
 
 
 def _prepared(request: Any) -> Prepared:

@@ -75,15 +75,19 @@ class Template:
         for name, value in params.get("Metadata", {}).items():
             headers[_META_PREFIX + name] = value
         context = dict(self.request["context"])
-        signing = context.get("signing")
-        if signing is not None:   # later handlers may change it: each request its own copy
-            flat = all(isinstance(v, str | bool | int | float | None) for v in signing.values())
-            context["signing"] = dict(signing) if flat else copy.deepcopy(signing)
+        if context.get("signing") is not None:
+            context["signing"] = signing_copy(context["signing"])
         context["retries"] = {"attempt": 1, "invocation-id": str(uuid.uuid4())}
         out = {**self.request, "url": url, "headers": headers, "context": context}
         if auth_path is not None:
             out["auth_path"] = auth_path
         return out
+
+
+def signing_copy(signing: Mapping[str, Any]) -> dict[str, Any]:
+    """A request's own copy of the signing context (later handlers may change it): shallow when flat."""
+    flat = all(isinstance(v, str | bool | int | float | None) for v in signing.values())
+    return dict(signing) if flat else copy.deepcopy(dict(signing))
 
 
 def _ascii_metadata(value: Any) -> bool:
@@ -116,8 +120,10 @@ def shape_of(op: Op, params: Mapping[str, Any]) -> Hashable | None:
     return op, tuple(sorted(fixed)), tuple(sorted(varying))
 
 
-async def make_template(op: Op, params: Mapping[str, Any], build: Build) -> Template | None:
-    """The template of `params`' shape, proven on `params` themselves; None when the shape cannot be one."""
+async def make_template(op: Op, params: Mapping[str, Any],
+                        build: Build) -> tuple[Template | None, dict[str, Any] | None]:
+    """The template of `params`' shape, proven on `params` themselves (None when the shape cannot be one), and
+    botocore's request for `params` when it was built on the way (None when it was not)."""
     tokens: dict[str, str] = {}
     tokenized: dict[str, Any] = {}
     for i, (name, value) in enumerate(params.items()):
@@ -136,14 +142,14 @@ async def make_template(op: Op, params: Mapping[str, Any], build: Build) -> Temp
     except anyio.get_cancelled_exc_class():
         raise
     except Exception:   # botocore refused the tokens (a validation the real values pass): no template
-        return None
+        return None, None
     template = _locate(request, tokens, tokenized.get("CopySource"))
     if template is None:
-        return None
+        return None, None
     real = await build(op, params)
     filled = template.fill(params)
     same = all(filled.get(k) == real.get(k) for k in ("method", "url", "headers", "body", "auth_path"))
-    return template if same else None
+    return (template if same else None), real
 
 
 def _locate(request: dict[str, Any], tokens: Mapping[str, str], copy_source: Any) -> Template | None:
@@ -174,4 +180,4 @@ def _locate(request: dict[str, Any], tokens: Mapping[str, str], copy_source: Any
     return Template(tuple(path), tuple(query), tuple(in_headers), copy_source is not None, request)
 
 
-__all__ = ["MAX_SHAPES", "TEMPLATED", "Template", "make_template", "shape_of"]
+__all__ = ["MAX_SHAPES", "TEMPLATED", "Template", "make_template", "shape_of", "signing_copy"]
