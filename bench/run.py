@@ -191,8 +191,10 @@ def profile_rekey(info: Any, client: Any, sc: Scenario, keys: tuple[str, str], s
         cmd = peers.TOOLS[0].build(s, ctx)
         assert isinstance(cmd, peers.Command)
         exe = str(peers.ROOT / ".venv" / "bin" / "python")
-        return peers.Command([exe, "-m", "cProfile", "-o", str(out), "-m", "engine.cli", *cmd.argv[1:]],
-                             cmd.env, cmd.report)
+        # engine.cli's console entry ends in os._exit, which would lose `python -m cProfile`'s output.
+        code = ("import cProfile, sys, engine.cli as c; p = cProfile.Profile(); "
+                "code = p.runcall(c.main, sys.argv[2:]); p.dump_stats(sys.argv[1]); sys.exit(code)")
+        return peers.Command([exe, "-c", code, str(out), *cmd.argv[1:]], cmd.env, cmd.report)
 
     run = one_run(info, client, sc, peers.Tool("rekey (cProfile)", "rekey", build), 0, keys, scratch)
     stats = pstats.Stats(str(out))

@@ -86,7 +86,12 @@ class S3:
                 return client
 
             s3 = cls(make_client, endpoint, retry)
+            stack.callback(s3._close_fast)
             yield s3  # errors of the caller's block pass through untouched
+
+    def _close_fast(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
 
     def _learned_region(self, builtins: dict[str, Any], params: Mapping[str, Any], **_: Any) -> None:
         """Endpoint rules see the region learned for a bucket, for both transports (as botocore's redirector)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import io
 import socket
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
@@ -49,8 +48,10 @@ from yarl import URL
 
 from workers.s3.answers import ANSWERS, FastError, list_answer
 from workers.s3.ops import Op
-from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
+from workers.s3.pool import body_bytes, mapped, route_botocore, wire_for
+from workers.s3.signing import FastRequest, FastS3SigV4Auth, host_header, origin
 from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, signing_copy
+from workers.s3.wire import WireError
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
@@ -95,6 +96,9 @@ class FastTransport:
         self._signers: dict[tuple[str, Any, str, str], str] = {}   # choose-signer's answer, per signing context
         self._proxies: dict[str, tuple[str | None, dict[str, str]]] = {}   # scheme://host -> proxy, its headers
         self._templates: dict[Hashable, Template | None] = {}   # per shape of call (workers.s3.template)
+        # The endpoint's pool for requests without a proxy, botocore's own requests too (workers.s3.pool).
+        self._wire = wire_for(client._endpoint.http_session)
+        route_botocore(client._endpoint.http_session, self._wire)
         self._shortcut = (_handlers(client, "request-created.s3.HeadObject") == set(_REQUEST_CREATED)
                           and _handlers(client, "before-sign.s3.HeadObject") == set(_BEFORE_SIGN))
 
@@ -230,6 +234,13 @@ class FastTransport:
         headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
         headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
         proxy, proxy_headers = self._proxy(request.url)
+        if proxy is None:
+            headers["Host"] = host_header(request.url)   # the host the signature covers
+            try:
+                got = await self._wire.request(request.method, request.url, headers, request.body)
+            except WireError as exc:
+                raise mapped(exc, request.url) from exc
+            return _answer(op, got.status, got.headers, got.body, request.url_encoded_keys)
         session = await self._client._endpoint.http_session._get_session(proxy)
         try:
             async with session.request(request.method, URL(request.url, encoded=True), headers=headers,
@@ -241,9 +252,16 @@ class FastTransport:
             raise
         except Exception as exc:
             raise _mapped(exc, request.url, proxy) from exc
-        if op == Op.LIST_OBJECTS_V2:
-            return list_answer(status, answer, body, decode=request.url_encoded_keys)
-        return ANSWERS[op](status, answer, body)
+        return _answer(op, status, answer, body, request.url_encoded_keys)
+
+    def close(self) -> None:
+        self._wire.close()
+
+
+def _answer(op: Op, status: int, headers: dict[str, str], body: bytes, url_encoded_keys: bool) -> dict[str, Any]:
+    if op == Op.LIST_OBJECTS_V2:
+        return list_answer(status, headers, body, decode=url_encoded_keys)
+    return ANSWERS[op](status, headers, body)
 
 
 
@@ -256,25 +274,16 @@ def _prepared(request: Any) -> Prepared:
     if (request.method not in ("GET", "HEAD", "OPTIONS") and "Transfer-Encoding" not in request.headers
             and "Content-Length" not in request.headers):
         headers["Content-Length"] = str(determine_content_length(body))
-    return Prepared(request.method, request.url, headers, _bytes(body))
+    return Prepared(request.method, request.url, headers, body_bytes(body))
 
 
 def _plain(request: Any) -> Prepared:
     """botocore's prepared request in plain types."""
-    return Prepared(request.method, request.url, _text_headers(request.headers), _bytes(request.body))
+    return Prepared(request.method, request.url, _text_headers(request.headers), body_bytes(request.body))
 
 
 def _text_headers(headers: Any) -> dict[str, str]:
     return {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in headers.items()}
-
-
-def _bytes(body: Any) -> bytes | memoryview | None:
-    """A body as aiohttp sends it without a thread: botocore's BytesIO as a view of its buffer."""
-    if isinstance(body, io.BytesIO):
-        body = body.getbuffer()[body.tell():]
-    elif body is not None and not isinstance(body, bytes | memoryview):
-        body = body.read()
-    return body or None
 
 
 def _mapped(exc: Exception, url: str, proxy: str | None) -> Exception:

@@ -1,0 +1,89 @@
+"""One connection pool per endpoint: workers.s3.wire, made with the settings of botocore's HTTP session, and
+put under that session for the requests botocore sends itself (`[run] lean_requests` on).
+
+botocore's HTTP session (aiobotocore's, over aiohttp) holds the endpoint's settings: CA bundle or verify
+off, client certificate, proxies, connect and read timeouts, the pool's size. The wire takes them from it,
+so the fast transport and botocore's own requests share one pool and one set of settings. What the wire
+does not speak stays on aiohttp: a request through a proxy (CONNECT, proxy TLS), a streamed answer (a
+GetObject sent by botocore), a chunked request body, and a request with its own read timeout.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from aiobotocore.awsrequest import AioAWSResponse
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from workers.s3.signing import host_header
+from workers.s3.wire import Wire, WireError
+
+
+def wire_for(session: Any) -> Wire:
+    """A wire with the settings of botocore's HTTP session `session` (see module doc)."""
+    return Wire(limit=session._max_pool_connections, connect_timeout=session._timeout.sock_connect,
+                read_timeout=session._timeout.sock_read, ssl_context=lambda: session._build_ssl_contexts(None)[0])
+
+
+def mapped(exc: WireError, url: str) -> Exception:
+    """A failure of the wire as the botocore exception aiobotocore's HTTP session raises for it."""
+    kinds: dict[str, Any] = {"ssl": SSLError, "connect_timeout": ConnectTimeoutError,
+                             "read_timeout": ReadTimeoutError, "connect": EndpointConnectionError}
+    kind = kinds.get(exc.kind)
+    error: Exception = ConnectionClosedError(error=exc, request=None, endpoint_url=url) if kind is None \
+        else kind(endpoint_url=url, error=exc)
+    return error
+
+
+class _Read:
+    """An answer's body already read, as aiobotocore reads a non-streamed one (`await raw.read()`)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+def route_botocore(session: Any, wire: Wire) -> None:
+    """Send the requests of botocore's HTTP session `session` over `wire`, where the wire speaks them."""
+    original = session.send
+
+    async def send(request: Any) -> Any:
+        context = getattr(request, "context", None) or {}
+        if (request.stream_output or "Transfer-Encoding" in request.headers
+                or context.get("read_timeout") is not None or session._proxy_config.proxy_url_for(request.url)):
+            return await original(request)
+        headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
+        headers.pop("Expect", None)   # the body is in memory: no 100-continue round trip
+        headers["Accept-Encoding"] = "identity"
+        headers["Host"] = host_header(request.url)
+        try:
+            got = await wire.request(request.method, request.url, headers, body_bytes(request.body))
+        except WireError as exc:
+            raise mapped(exc, request.url) from exc
+        return AioAWSResponse(request.url, got.status, got.headers, _Read(got.body))
+
+    session.send = send
+
+
+def body_bytes(body: Any) -> bytes | memoryview | None:
+    """A request body as the wire and aiohttp send it without a thread: botocore's BytesIO as a view of its
+    buffer, a file read whole."""
+    if isinstance(body, io.BytesIO):
+        body = body.getbuffer()[body.tell():]
+    elif body is not None and not isinstance(body, bytes | bytearray | memoryview):
+        body = body.read()
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return body or None
+
+
+__all__ = ["body_bytes", "mapped", "route_botocore", "wire_for"]
