@@ -24,7 +24,7 @@ from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import data_file_pages, data_files, manifest_pages
 from engine.progress import Progress
-from engine.ranges import file_ranges, key_range_pages, learn_ranges, list_ranges
+from engine.ranges import Listed, file_ranges, key_range_pages, learn_ranges, list_ranges
 from engine.retry import Retrier, Throttle, retrier_for
 from engine.versions import key_versions, version_groups
 from workers import timeline
@@ -336,16 +336,17 @@ class Run:
         """The bucket listed in key ranges at once (engine/ranges.py), each resuming from its own position."""
         cp = self.acp.sync
         ranges = await self.acp.run(cp.key_ranges)
+        listed = Listed()   # the pages learn_ranges lists, handed out again rather than listed twice
         if not ranges or new_pass:
             if ranges and new_pass:   # the same ranges again, from their start
                 ranges = [KeyRange(r.lo, r.hi, r.lo) for r in ranges]
             elif position:            # an earlier version's listing, stopped at `position`: go on from there
                 ranges = [KeyRange("", None, position)]
             else:
-                ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix)
+                ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix, listed)
             await self.acp.run(cp.set_key_ranges, ranges)
         source, bucket = self.job.source, self.job.src.bucket
-        await self._list_ranges(send, ranges, lambda r: key_range_pages(source, bucket, self.key_filter, r))
+        await self._list_ranges(send, ranges, lambda r: key_range_pages(source, bucket, self.key_filter, r, listed))
 
     async def _list_manifest(self, send: MemoryObjectSendStream[Item], position: str, *, new_pass: bool) -> None:
         """A manifest.json of several data files: one range per file, listed at once; else in one sequence."""

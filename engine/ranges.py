@@ -15,6 +15,7 @@ its position the last row of that file consumed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -37,13 +38,29 @@ async def _first_after(s3: S3, bucket: str, prefix: str, point: str) -> str | No
     return page.refs[0].key if page.refs else None
 
 
-async def _more_than(s3: S3, bucket: str, prefix: str, count: int) -> bool:
+@dataclass
+class Listed:
+    """The pages the range probe listed from the start of a pass, in order: handed out again when the pass
+    is one range, not fetched a second time (a page of 1,000 keys takes SeaweedFS some 0.1 s)."""
+
+    pages: list[list[ObjectRef]] = field(default_factory=list)
+    complete: bool = False   # the probe reached the listing's end
+
+    def usable(self) -> bool:
+        return bool(self.pages) and (self.complete or bool(self.pages[-1]))
+
+
+async def _more_than(s3: S3, bucket: str, prefix: str, count: int, listed: Listed | None = None) -> bool:
     """Does the listing hold more than `count` keys? (Up to count / 1,000 pages listed, in sequence.)"""
     seen, token = 0, None
     while True:
         page = await s3.list_page(bucket, prefix=prefix, token=token, max_keys=min(1000, count - seen))
         seen += len(page.refs)
+        if listed is not None:
+            listed.pages.append(list(page.refs))
         if not page.truncated or not page.next_token:
+            if listed is not None:
+                listed.complete = True
             return False
         if seen >= count:
             return True
@@ -69,11 +86,14 @@ async def _sample(s3: S3, bucket: str, prefix: str, stem: str) -> list[str]:
     return cuts
 
 
-async def learn_ranges(s3: S3, bucket: str, prefix: str) -> list[KeyRange]:
+async def learn_ranges(s3: S3, bucket: str, prefix: str, listed: Listed | None = None) -> list[KeyRange]:
     """Ranges for a new pass: one when the listing holds at most SPLIT_ABOVE keys, else one per stretch that
     holds keys. Below that, one sequence of pages keeps ahead of the copies, and a sample (some 90 to 300
-    one-key listings) would cost more than it saves."""
-    if not await _more_than(s3, bucket, prefix, SPLIT_ABOVE):
+    one-key listings) would cost more than it saves. The one range's pages listed here go into `listed`."""
+    probe = Listed()
+    if not await _more_than(s3, bucket, prefix, SPLIT_ABOVE, probe):
+        if listed is not None:
+            listed.pages, listed.complete = probe.pages, probe.complete
         return [KeyRange("", None, "")]
     stem, cuts = prefix, []
     for _ in range(SAMPLE_DEPTH):
@@ -115,12 +135,26 @@ async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange],
             tg.start_soon(lister)
 
 
-async def key_range_pages(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange) -> Pages:
+async def key_range_pages(s3: S3, bucket: str, key_filter: KeyFilter, key_range: KeyRange,
+                          listed: Listed | None = None) -> Pages:
     """One key range of the bucket listing, from its position: pages of wanted refs, the last one flagged;
-    objects paired with their instruction files (keys past the range's end are looked at for pairing only)."""
-    pages = s3.list_pages(bucket, key_filter.prefix, start_after=key_range.position)
+    objects paired with their instruction files (keys past the range's end are looked at for pairing only).
+    A range from the start of the listing begins with the pages `listed` already holds."""
+    if listed is not None and listed.usable() and not key_range.position and not key_range.lo:
+        pages = _listed_then_rest(s3, bucket, key_filter.prefix, listed)
+    else:
+        pages = s3.list_pages(bucket, key_filter.prefix, start_after=key_range.position)
     async for page in paired_pages(pages, key_filter, start_after=key_range.position, hi=key_range.hi):
         yield page
+
+
+async def _listed_then_rest(s3: S3, bucket: str, prefix: str, listed: Listed) -> AsyncIterator[list[ObjectRef]]:
+    pages, listed.pages = listed.pages, []   # handed out once
+    for refs in pages:
+        yield refs
+    if not listed.complete:
+        async for refs in s3.list_pages(bucket, prefix, start_after=pages[-1][-1].key):
+            yield refs
 
 
 def file_ranges(files: Sequence[Path]) -> list[KeyRange]:

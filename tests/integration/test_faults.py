@@ -146,3 +146,19 @@ def test_refused_credentials_stop_the_run_with_exit_3_instead_of_failing_every_o
     assert "Traceback" not in result.stderr
     assert states(tmp_path / "rekey.sqlite").get("failed", 0) == 0
     assert env[next(iter(env))] not in result.stdout + result.stderr
+
+
+def test_a_short_listing_is_fetched_once_not_again_after_the_range_probe(
+        s3_http: Any, bucket: str, proxy: FaultProxy, tmp_path: Path) -> None:
+    """The probe that decides whether to split the listing reads the first pages; the pass reuses them."""
+    bodies = seed(s3_http, bucket, small=1500, big=0)   # two pages of ListObjectsV2
+    # a zero delay fires on every listing of the bucket: the proxy counts them
+    proxy.set_rules([Rule("delay", seconds=0.0, methods=frozenset({"GET"}), path_regex=rf"^/{bucket}/?$",
+                          query_contains="list-type=2")])
+    report = tmp_path / "report.json"
+    result = run_rekey("run", "-c", str(config_for(tmp_path, bucket, proxy.url)), "--report", str(report), "-q")
+    assert result.code == 0, result.stdout + result.stderr
+    assert states(tmp_path / "rekey.sqlite") == {"done": 1500}
+    assert_all_sse_s3(s3_http, bucket, bodies)
+    # 2 pages, each listed once (an in-place run lists no destination)
+    assert proxy.statistics().injected["delay"] == 2
