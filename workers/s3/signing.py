@@ -31,10 +31,11 @@ class Headers(MutableMapping[str, str]):
     """A case-insensitive header map that keeps each name's spelling, as email.message's does for the
     single-valued headers botocore builds; deleting a missing name is no error there either."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "version")
 
     def __init__(self, headers: Mapping[str, Any] | None = None) -> None:
         self._items: dict[str, tuple[str, Any]] = {}
+        self.version = 0   # changes with every change of the map
         for name, value in (headers or {}).items():
             self._items[name.lower()] = (name, value)
 
@@ -43,9 +44,15 @@ class Headers(MutableMapping[str, str]):
 
     def __setitem__(self, name: str, value: Any) -> None:
         self._items[name.lower()] = (name, value)
+        self.version += 1
 
     def __delitem__(self, name: str) -> None:
         self._items.pop(name.lower(), None)
+        self.version += 1
+
+    def lowered(self) -> Any:
+        """(lowercase name, value) of each header."""
+        return ((lname, value) for lname, (_, value) in self._items.items())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
@@ -111,9 +118,21 @@ class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
     written out from it), and the signing key is derived once a day (see the module doc)."""
 
     def headers_to_sign(self, request: Any) -> Any:
+        """botocore's, as a dict; botocore asks twice per signature (the canonical request, then the
+        Authorization header): the second time, with the headers unchanged, gets the first answer."""
+        headers = request.headers
+        if not isinstance(headers, Headers):
+            return self._headers_to_sign(request, ((name.lower(), value) for name, value in headers.items()))
+        cached = getattr(request, "signed_cache", None)
+        if cached is not None and cached[0] == headers.version and cached[1] == request.url:
+            return cached[2]
+        out = self._headers_to_sign(request, headers.lowered())
+        request.signed_cache = (headers.version, request.url, out)
+        return out
+
+    def _headers_to_sign(self, request: Any, lowered: Any) -> Any:
         out = _SignedHeaders()
-        for name, value in request.headers.items():
-            lname = name.lower()
+        for lname, value in lowered:
             if lname in SIGNED_HEADERS_BLACKLIST:
                 continue
             if lname in out:   # only an email.message header map repeats a name: botocore's own

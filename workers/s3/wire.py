@@ -135,9 +135,9 @@ class _Connection(asyncio.Protocol):
             self._head = bytearray(rest)
             return self._read_head() if rest else b""
         headers = {}
-        for line in lines[1:]:
+        for line in lines[1:]:   # no space before the colon (RFC 9112 5.1)
             name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+            headers[name.lower()] = value.strip()
         self._status, self._headers, self._in_body = status, headers, True
         self._frame(parts[0], headers)
         return rest
@@ -251,7 +251,7 @@ class Wire:
         conn.start(answer, head_request=method == "HEAD")
         lines = [f"{method} {target} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        if body is not None and not any(name.lower() == "content-length" for name in headers):
+        if body is not None and "Content-Length" not in headers and "content-length" not in headers:
             lines.append(f"Content-Length: {len(body)}")
         transport = conn.transport
         assert transport is not None
