@@ -2,10 +2,11 @@
 
 Above this class nothing builds or reads botocore dicts, and nothing names an operation by a string:
 callers pass records (`workers.s3.records`, `workers.model`) and get records back. Below it, two
-transports over one aiobotocore client (so one connection pool per endpoint): botocore for every
-operation, and the fast one (`workers.s3.fast`) for the hot ones, on every endpoint unless
-`[run] lean_requests = false`. The boundary owns retries (one attempt each from botocore and aiohttp)
-and region redirects: a bucket answered from another region is learned once, for both transports.
+transports over one aiobotocore client: botocore for every operation, and the fast one (`workers.s3.fast`)
+for the hot ones, on every endpoint unless `[run] lean_requests = false`; with it, both send over one
+connection pool per endpoint (`workers.s3.pool`), without it botocore's own. The boundary owns retries
+(one attempt each from botocore, aiohttp and the pool) and region redirects: a bucket answered from
+another region is learned once, for both transports.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ skips the rest:
     botocore's, as for any call     parameter handlers (SSE-C key and MD5, CopySource quoting), serializer,
                                     user agent, checksum context, before-call handlers, `request-created`
                                     (retry headers, SigV4 signing with the session's refreshable
-                                    credentials), the aiohttp session (one pool per endpoint, proxies,
-                                    CA bundle, connect and read timeouts) and its error mapping
+                                    credentials); the settings of its HTTP session (CA bundle, client
+                                    certificate, connect and read timeouts, pool size, proxies) and the
+                                    exceptions it raises
     cached here, per operation,     the endpoint rules' answer (URL: addressing style, regional endpoint,
     bucket and region               path or virtual-hosted; signing region)
     cached here, per shape of call  botocore's request dict up to signing, filled in for each call of that
@@ -17,6 +18,9 @@ skips the rest:
     lighter here                    the signed request object and its header map (workers.s3.signing)
     done here (workers.s3.answers)  the answer: status, headers and the small XML body, read straight
                                     into botocore's response shape, so one converter serves both transports
+    sent here (workers.s3.wire)     HTTP/1.1 keep-alive connections, one pool per endpoint that botocore's
+                                    own requests use too (workers.s3.pool); a proxied request goes on the
+                                    aiohttp session botocore's HTTP session made
 """
 
 from __future__ import annotations
@@ -226,9 +230,9 @@ class FastTransport:
     async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
         """One request; its answer in botocore's response shape, or a `FastError`.
 
-        Sent on the aiohttp session botocore's HTTP session made for this endpoint (its pool, CA bundle,
-        timeouts and proxy), the way that session sends it, with the body as bytes (botocore's file object
-        would make aiohttp read it through a thread)."""
+        Sent over the endpoint's wire (workers.s3.wire), or, through a proxy, on the aiohttp session
+        botocore's HTTP session made for it, the way that session sends it, with the body as bytes
+        (botocore's file object would make aiohttp read it through a thread)."""
         request = await self.prepare(op, params)
         headers = request.headers
         headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
