@@ -89,33 +89,31 @@ def test_chunked_answers_1xx_and_head_are_framed() -> None:
     assert _run(handler, client) == [(200, b"hello world"), (200, b"abc"), (200, b""), (204, b"")]
 
 
-def test_a_body_framed_by_the_close_is_read_whole() -> None:
+def _answer_then_close(answer: bytes) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+        writer.write(answer)
         await writer.drain()
         writer.close()
+    return handler
 
+
+def test_a_body_framed_by_the_close_is_read_whole() -> None:
     async def client(wire: Wire, base: str) -> object:
         got = await wire.request("GET", f"{base}/k", {"Host": "h"}, None)
         return got.status, got.body
 
-    assert _run(handler, client) == (200, b"until the end")
+    assert _run(_answer_then_close(b"HTTP/1.0 200 OK\r\n\r\nuntil the end"), client) == (200, b"until the end")
 
 
 def test_a_truncated_body_is_an_error_not_a_short_answer() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        await writer.drain()
-        writer.close()
-
     async def client(wire: Wire, base: str) -> object:
         with pytest.raises(WireError) as info:
             await wire.request("GET", f"{base}/k", {"Host": "h"}, None)
         return info.value.kind
 
-    assert _run(handler, client) == "closed"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part"
+    assert _run(_answer_then_close(answer), client) == "closed"
 
 
 def test_silence_is_a_read_timeout_and_the_connection_is_not_reused() -> None:
