@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 KEEPALIVE = 12.0          # seconds an idle connection is kept (aiobotocore's keep-alive timeout)
 _MAX_HEAD = 64 * 1024     # bytes of status line and headers accepted
+_WRITE_PIECE = 256 * 1024  # bytes of a body handed to the transport at a time
 _NO_BODY = frozenset({204, 304})
 
 
@@ -83,7 +84,7 @@ class _Connection(asyncio.Protocol):
             self._finish()   # framed by the close
             return
         detail = f"connection closed before the answer was complete ({exc or 'by the server'})"
-        self._answer.set_exception(WireError("closed", detail))
+        self._fail(WireError("closed", detail))
 
     def pause_writing(self) -> None:
         self._drained = asyncio.get_running_loop().create_future()
@@ -107,7 +108,7 @@ class _Connection(asyncio.Protocol):
             self._read_body(data)
         except WireError as exc:
             self.keep_alive = False
-            self._answer.set_exception(exc)
+            self._fail(exc)
 
     # --- the answer --------------------------------------------------------------------------------
 
@@ -199,8 +200,16 @@ class _Connection(asyncio.Protocol):
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         if self._length is not None and len(body) > self._length:
             body = body[:self._length]
-        self._chunks = []
-        self._answer.set_result(Answer(self._status, self._headers, body))
+        self._chunks, self._chunked = [], None
+        # An idle connection keeps no answer: a pool of them would otherwise pin a part's body each.
+        answer, self._answer = self._answer, None
+        answer.set_result(Answer(self._status, self._headers, body))
+
+    def _fail(self, exc: WireError) -> None:
+        assert self._answer is not None
+        self._chunks, self._chunked = [], None
+        answer, self._answer = self._answer, None
+        answer.set_exception(exc)
 
     def silent_for(self) -> float:
         return time.monotonic() - self._last_data
@@ -257,9 +266,18 @@ class Wire:
         assert transport is not None
         transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if body is not None and len(body):
-            transport.write(body)
-            await conn.drained()
+            await self._write_body(conn, transport, memoryview(body))
         return await self._await(conn, answer)
+
+    @staticmethod
+    async def _write_body(conn: _Connection, transport: asyncio.Transport, body: memoryview) -> None:
+        """The body in pieces, each written once the last has drained: the transport copies what the socket
+        does not take at once, so a part written whole would be held twice until it is sent."""
+        for start in range(0, len(body), _WRITE_PIECE):
+            transport.write(body[start:start + _WRITE_PIECE])
+            await conn.drained()
+            if conn.closed:
+                return   # the answer (or the close) says what happened
 
     async def _await(self, conn: _Connection, answer: asyncio.Future[Answer]) -> Answer:
         """The answer, or a read timeout once the connection has been silent for `read_timeout`."""
@@ -268,13 +286,16 @@ class Wire:
             return await answer
         loop = asyncio.get_running_loop()
         timer: list[asyncio.TimerHandle] = []
+        # The timer reaches the answer through `pending`, emptied once the answer is in: a cancelled timer
+        # may outlive the request, and must not keep its body (a whole part) alive until its deadline.
+        pending = [answer]
 
         def check() -> None:
-            if answer.done():
+            if not pending or pending[0].done():
                 return
             silent = conn.silent_for()
             if silent >= timeout:
-                answer.set_exception(WireError("read_timeout", f"no bytes for {timeout:g} s"))
+                pending[0].set_exception(WireError("read_timeout", f"no bytes for {timeout:g} s"))
             else:
                 timer[0] = loop.call_later(timeout - silent, check)
 
@@ -283,6 +304,7 @@ class Wire:
             return await answer
         finally:
             timer[0].cancel()
+            pending.clear()
 
     def _reuse(self, where: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(where)
