@@ -52,10 +52,9 @@ from yarl import URL
 
 from workers.s3.answers import ANSWERS, FastError, list_answer
 from workers.s3.ops import Op
-from workers.s3.pool import body_bytes, mapped, route_botocore, wire_for
-from workers.s3.signing import FastRequest, FastS3SigV4Auth, host_header, origin
+from workers.s3.pool import body_bytes, route_botocore, send_on, text_headers, wire_for
+from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
 from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, signing_copy
-from workers.s3.wire import WireError
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
@@ -235,16 +234,12 @@ class FastTransport:
         (botocore's file object would make aiohttp read it through a thread)."""
         request = await self.prepare(op, params)
         headers = request.headers
-        headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
-        headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
         proxy, proxy_headers = self._proxy(request.url)
         if proxy is None:
-            headers["Host"] = host_header(request.url)   # the host the signature covers
-            try:
-                got = await self._wire.request(request.method, request.url, headers, request.body)
-            except WireError as exc:
-                raise mapped(exc, request.url) from exc
+            got = await send_on(self._wire, request.method, request.url, headers, request.body)
             return _answer(op, got.status, got.headers, got.body, request.url_encoded_keys)
+        headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
+        headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
         session = await self._client._endpoint.http_session._get_session(proxy)
         try:
             async with session.request(request.method, URL(request.url, encoded=True), headers=headers,
@@ -273,7 +268,7 @@ def _prepared(request: Any) -> Prepared:
     """What botocore's preparer (`prepare_request`) makes of a signed AWSRequest, in plain types. The URL is
     as built (requests here carry no separate query parameters); a request with a body, or a method that
     may have one, gets its Content-Length."""
-    headers = _text_headers(request.headers)
+    headers = text_headers(request.headers)
     body = request.data if request.data != b"" else None
     if (request.method not in ("GET", "HEAD", "OPTIONS") and "Transfer-Encoding" not in request.headers
             and "Content-Length" not in request.headers):
@@ -283,11 +278,7 @@ def _prepared(request: Any) -> Prepared:
 
 def _plain(request: Any) -> Prepared:
     """botocore's prepared request in plain types."""
-    return Prepared(request.method, request.url, _text_headers(request.headers), body_bytes(request.body))
-
-
-def _text_headers(headers: Any) -> dict[str, str]:
-    return {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in headers.items()}
+    return Prepared(request.method, request.url, text_headers(request.headers), body_bytes(request.body))
 
 
 def _mapped(exc: Exception, url: str, proxy: str | None) -> Exception:

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from workers.s3.signing import host_header
-from workers.s3.wire import Wire, WireError
+from workers.s3.wire import Answer, Wire, WireError
 
 
 def wire_for(session: Any) -> Wire:
@@ -61,17 +61,29 @@ def route_botocore(session: Any, wire: Wire) -> None:
         if (request.stream_output or "Transfer-Encoding" in request.headers
                 or context.get("read_timeout") is not None or session._proxy_config.proxy_url_for(request.url)):
             return await original(request)
-        headers = {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
-        headers.pop("Expect", None)   # the body is in memory: no 100-continue round trip
-        headers["Accept-Encoding"] = "identity"
-        headers["Host"] = host_header(request.url)
-        try:
-            got = await wire.request(request.method, request.url, headers, body_bytes(request.body))
-        except WireError as exc:
-            raise mapped(exc, request.url) from exc
+        got = await send_on(wire, request.method, request.url, text_headers(request.headers),
+                            body_bytes(request.body))
         return AioAWSResponse(request.url, got.status, got.headers, _Read(got.body))
 
     session.send = send
+
+
+async def send_on(wire: Wire, method: str, url: str, headers: dict[str, str],
+                  body: bytes | memoryview | None) -> Answer:
+    """One signed request over `wire`, with the headers botocore's HTTP session adds (no 100-continue
+    round trip: the body is in memory); a wire failure as botocore's exception. `headers` is changed."""
+    headers.pop("Expect", None)
+    headers["Accept-Encoding"] = "identity"
+    headers["Host"] = host_header(url)   # the host the signature covers
+    try:
+        return await wire.request(method, url, headers, body)
+    except WireError as exc:
+        raise mapped(exc, url) from exc
+
+
+def text_headers(headers: Any) -> dict[str, str]:
+    """botocore's header map (values str or bytes) as a plain dict of str."""
+    return {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in headers.items()}
 
 
 def body_bytes(body: Any) -> bytes | memoryview | None:
@@ -86,4 +98,4 @@ def body_bytes(body: Any) -> bytes | memoryview | None:
     return body or None
 
 
-__all__ = ["body_bytes", "mapped", "route_botocore", "wire_for"]
+__all__ = ["body_bytes", "mapped", "route_botocore", "send_on", "text_headers", "wire_for"]

@@ -173,27 +173,29 @@ class _Connection(asyncio.Protocol):
             self._finish()
 
     def _read_chunks(self) -> None:
-        """Decode what chunked encoding has arrived; finish at the last chunk and its trailers."""
+        """Decode what chunked encoding has arrived; finish at the last chunk and its trailers. The decoded
+        chunks leave the buffer once per call, not once per chunk."""
         buf = self._chunked
         assert buf is not None
-        while True:
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                return
-            size_text = bytes(buf[:eol]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise WireError("closed", f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:   # the last chunk; then trailers (if any) and an empty line
-                if not buf.startswith(b"\r\n", eol + 2) and buf.find(b"\r\n\r\n", eol) < 0:
+        at = 0
+        try:
+            while (eol := buf.find(b"\r\n", at)) >= 0:
+                size_text = bytes(buf[at:eol]).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise WireError("closed", f"bad chunk size {size_text[:20]!r}") from None
+                if size == 0:   # the last chunk; then trailers (if any) and an empty line
+                    if buf.startswith(b"\r\n", eol + 2) or buf.find(b"\r\n\r\n", eol) >= 0:
+                        self._finish()
                     return
-                self._finish()
-                return
-            if len(buf) < eol + 2 + size + 2:
-                return
-            self._chunks.append(bytes(buf[eol + 2:eol + 2 + size]))
-            del buf[:eol + 2 + size + 2]
+                if len(buf) < eol + 2 + size + 2:
+                    return
+                self._chunks.append(bytes(buf[eol + 2:eol + 2 + size]))
+                at = eol + 2 + size + 2
+        finally:
+            if self._chunked is not None:
+                del buf[:at]
 
     def _finish(self) -> None:
         assert self._answer is not None
