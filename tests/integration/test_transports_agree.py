@@ -82,6 +82,10 @@ async def _head_bucket(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.head_bucket(bucket)
 
 
+async def _website(s3: S3, bucket: str, tag: str) -> Any:
+    return await s3.bucket_website(bucket)
+
+
 # (Not "a//b": SeaweedFS lists such a key as "a/b".)
 LISTED = ["listed/a b.txt", "listed/ünï/ключ", "listed/a+b=c", "listed/100%/x%20y", "listed/~t", "listed/f/"]
 
@@ -132,6 +136,10 @@ async def _put_no_bucket(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.put(PutRequest(bucket + "-missing", "k", b"x"))
 
 
+async def _website_missing_bucket(s3: S3, bucket: str, tag: str) -> Any:
+    return await s3.bucket_website(f"{bucket}-missing")
+
+
 async def _head_bucket_missing(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.head_bucket(bucket + "-missing")
 
@@ -141,9 +149,10 @@ async def _part_no_upload(s3: S3, bucket: str, tag: str) -> Any:
 
 
 STEPS: list[Step] = [_put, _put_sse_c, _head, _head_sse_c, _get_range, _get, _copy, _copy_directive, _multipart,
-                     _delete, _head_bucket, _list, _tags, _tags_missing, _head_missing, _head_sse_c_without_key,
-                     _get_wrong_key, _get_changed,
-                     _copy_changed, _copy_missing, _put_no_bucket, _head_bucket_missing, _part_no_upload]
+                     _delete, _head_bucket, _website, _list, _tags, _tags_missing, _head_missing,
+                     _head_sse_c_without_key, _get_wrong_key, _get_changed,
+                     _copy_changed, _copy_missing, _put_no_bucket, _head_bucket_missing, _website_missing_bucket,
+                     _part_no_upload]
 
 
 def _outcome(result: Any) -> Any:

@@ -2,8 +2,9 @@
 operation it carries, awkward keys, version ids, SSE-C and copy-source SSE-C, temporary credentials,
 on an AWS region outside us-east-1 (virtual-hosted), a custom endpoint (path style) and an IPv6 literal.
 
-No network: botocore's request is caught at its `before-send` event (and never sent); the fast
-transport's is the one it would hand to the HTTP session.
+No network: botocore's request (the botocore transport's aiobotocore client) is caught at its `before-send`
+event (and never sent); the fast transport's (built and signed by its own sync botocore client, made as the
+boundary makes it) is the one it would hand to the wire.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workers.s3 import convert as cv
 from workers.s3.fast import HOT_OPS, FastTransport
 from workers.s3.ops import Op
 from workers.s3.sdk import client_kwargs, new_session
+from workers.s3.sdk_sync import fast_client
 from workers.s3.template import TEMPLATED
 
 KEYS = ["plain.txt", "with space/a b.txt", "ünïcødé/ключ.bin", "a+b=c", "100%/x%20y", "~tilde", "a//b",
@@ -66,6 +68,7 @@ def requests_for(key: str) -> list[tuple[Op, dict[str, Any]]]:
                                **cv.key_params(SSE_C)}),
         (Op.DELETE_OBJECT, {"Bucket": BUCKET, "Key": key, "VersionId": VERSION}),
         (Op.HEAD_BUCKET, {"Bucket": BUCKET}),
+        (Op.GET_BUCKET_WEBSITE, {"Bucket": BUCKET}),
         (Op.LIST_OBJECTS_V2, {"Bucket": BUCKET, "Prefix": key, "MaxKeys": 1000, "StartAfter": key}),
         (Op.LIST_OBJECTS_V2, {"Bucket": BUCKET, "Prefix": "", "MaxKeys": 1, "ContinuationToken": "1/a+b="}),
         (Op.GET_OBJECT_TAGGING, {"Bucket": BUCKET, "Key": key}),
@@ -109,7 +112,7 @@ async def _both(endpoint: Endpoint, requests: list[tuple[Op, dict[str, Any]]]) -
     session = new_session(endpoint)
     async with session.create_client("s3", **client_kwargs(endpoint)) as client:
         client.meta.events.register("before-send.s3", _catch)
-        fast = FastTransport(client, {})
+        fast = FastTransport(fast_client(endpoint), {})
         out = []
         for op, params in requests:
             with pytest.raises(_Caught) as caught:
@@ -156,7 +159,9 @@ def test_a_learned_region_readdresses_and_resigns() -> None:
             client.meta.events.register("before-send.s3", _catch)
             with pytest.raises(_Caught) as caught:
                 await client.head_object(Bucket=BUCKET, Key="k")
-            return _shape(caught.value.request), _shape(await FastTransport(client, regions).prepare(
+            sync = fast_client(endpoint)
+            sync.meta.events.register("before-endpoint-resolution.s3", learned)
+            return _shape(caught.value.request), _shape(await FastTransport(sync, regions).prepare(
                 Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k"}))
     botocore_sent, fast_sent = anyio.run(run)
     assert fast_sent == botocore_sent
@@ -169,12 +174,11 @@ def test_every_shape_of_call_without_a_mapping_is_templated() -> None:
     each templated operation's calls are filled in from a template, not built by botocore."""
     async def shapes() -> dict[Any, Any]:
         endpoint = ENDPOINTS["custom-path-style"]
-        async with new_session(endpoint).create_client("s3", **client_kwargs(endpoint)) as client:
-            fast = FastTransport(client, {})
-            for key in KEYS:
-                for op, params in requests_for(key):
-                    await fast.prepare(op, params)
-            return dict(fast._templates)
+        fast = FastTransport(fast_client(endpoint), {})
+        for key in KEYS:
+            for op, params in requests_for(key):
+                await fast.prepare(op, params)
+        return dict(fast._templates)
     templates = anyio.run(shapes)
     assert {shape[0][0] for shape in templates} == TEMPLATED
     assert all(t is not None for t in templates.values())
@@ -187,17 +191,17 @@ def test_a_region_learned_after_a_template_readdresses_the_next_call() -> None:
     shape goes there, signed for it, not to the region the template was first made for."""
     async def run() -> tuple[Any, Any]:
         endpoint = ENDPOINTS["aws-eu-west-1"]
-        async with new_session(endpoint).create_client("s3", **client_kwargs(endpoint)) as client:
-            regions: dict[str, str] = {}
+        client = fast_client(endpoint)
+        regions: dict[str, str] = {}
 
-            def learned(builtins: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
-                if params.get("Bucket") in regions:   # as the boundary registers it
-                    builtins["AWS::Region"] = regions[params["Bucket"]]
-            client.meta.events.register("before-endpoint-resolution.s3", learned)
-            fast = FastTransport(client, regions)
-            before = await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k"})
-            regions[BUCKET] = "eu-central-1"
-            return before, await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k2"})
+        def learned(builtins: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
+            if params.get("Bucket") in regions:   # as the boundary registers it
+                builtins["AWS::Region"] = regions[params["Bucket"]]
+        client.meta.events.register("before-endpoint-resolution.s3", learned)
+        fast = FastTransport(client, regions)
+        before = await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k"})
+        regions[BUCKET] = "eu-central-1"
+        return before, await fast.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "k2"})
     before, after = anyio.run(run)
     assert before.url == f"https://{BUCKET}.s3.eu-west-1.amazonaws.com/k"
     assert after.url == f"https://{BUCKET}.s3.eu-central-1.amazonaws.com/k2"

@@ -8,6 +8,7 @@
     kms.py        Kms: encrypt, decrypt, generate_data_key, key_arn
 """
 
+from workers.endpoint import Endpoint
 from workers.s3.boundary import S3, RetryPolicy
 from workers.s3.kms import DataKey, Kms
 from workers.s3.ops import Op, Resend
@@ -27,7 +28,7 @@ from workers.s3.records import (
     VersionPage,
     Written,
 )
-from workers.s3.sdk import Endpoint, parse_timestamp
+from workers.s3.settings import parse_timestamp
 
 __all__ = [
     "S3",

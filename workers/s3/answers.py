@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from workers.s3.ops import Op
-from workers.s3.sdk import parse_timestamp
+from workers.s3.settings import parse_timestamp
 
 
 class FastError(Exception):
@@ -115,6 +115,12 @@ def head_bucket_answer(status: int, headers: Mapping[str, str], body: bytes) -> 
     return {"BucketRegion": region} if region else {}
 
 
+def website_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """GetBucketWebsite: whether there is one is all rekey asks (its absence is an error answer, 404)."""
+    _raise_for(status, headers, body)
+    return {}
+
+
 _LIST_TOP = ("Name", "Prefix", "Delimiter", "StartAfter", "ContinuationToken", "NextContinuationToken",
              "EncodingType")
 _LIST_DECODED = ("Delimiter", "Prefix", "StartAfter")   # botocore's decode_list_object_v2, with Contents' Key
@@ -185,7 +191,7 @@ def tagging_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict
 ANSWERS = {Op.HEAD_OBJECT: head_answer, Op.GET_OBJECT: get_answer, Op.PUT_OBJECT: write_answer,
             Op.UPLOAD_PART: write_answer, Op.DELETE_OBJECT: write_answer, Op.COPY_OBJECT: copy_answer,
             Op.UPLOAD_PART_COPY: part_copy_answer, Op.HEAD_BUCKET: head_bucket_answer,
-            Op.GET_OBJECT_TAGGING: tagging_answer}
+            Op.GET_OBJECT_TAGGING: tagging_answer, Op.GET_BUCKET_WEBSITE: website_answer}
 
 
 class BytesBody:

@@ -2,9 +2,11 @@
 
 Above this class nothing builds or reads botocore dicts, and nothing names an operation by a string:
 callers pass records (`workers.s3.records`, `workers.model`) and get records back. Below it, two
-transports over one aiobotocore client: botocore for every operation, and the fast one (`workers.s3.fast`)
-for the hot ones, on every endpoint unless `[run] lean_requests = false`; with it, both send over one
-connection pool per endpoint (`workers.s3.pool`), without it botocore's own. The boundary owns retries
+transports: botocore (one aiobotocore client) for every operation, and the fast one (`workers.s3.fast`,
+whose requests a sync botocore client builds and signs) for the hot ones, on every endpoint unless
+`[run] lean_requests = false`; with it, both send over one connection pool per endpoint
+(`workers.s3.pool`), without it botocore's own. Each client is made on its first request: a run whose
+requests are all hot never imports aiobotocore or aiohttp. The boundary owns retries
 (one attempt each from botocore, aiohttp and the pool) and region redirects: a bucket answered from
 another region is learned once, for both transports.
 """
@@ -19,11 +21,13 @@ from typing import Any, Protocol, TypeVar
 import anyio
 
 from workers import timeline
+from workers.endpoint import Endpoint
 from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
 from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
 from workers.s3 import convert as cv
 from workers.s3.fast import HOT_OPS, FastTransport
 from workers.s3.ops import RESEND, Op, Resend
+from workers.s3.pool import route_botocore
 from workers.s3.records import (
     CopyRequest,
     CreateUpload,
@@ -37,7 +41,8 @@ from workers.s3.records import (
     VersionPage,
     Written,
 )
-from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session
+from workers.s3.sdk_sync import fast_client
+from workers.s3.settings import connect_errors
 
 log = logging.getLogger("rekey.s3")
 
@@ -67,6 +72,7 @@ class S3:
         self._client: Any = None               # the aiobotocore client, made on first use
         self._client_lock = anyio.Lock()
         self._fast: FastTransport | None = None   # the hot requests (workers.s3.fast), on first use
+        self._fast_lock = anyio.Lock()
         self.regions: dict[str, str] = {}      # bucket -> region learned from a redirect
         self.endpoint = endpoint
         self.retry = retry
@@ -76,13 +82,13 @@ class S3:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[S3]:
-        session = new_session(endpoint)
-        kwargs = client_kwargs(endpoint)
         async with contextlib.AsyncExitStack() as stack:
 
             async def make_client() -> Any:
+                from workers.s3.sdk import client_kwargs, new_session  # aiobotocore, and so aiohttp: only now
                 with connect_errors():
-                    client = await stack.enter_async_context(session.create_client("s3", **kwargs))
+                    made = new_session(endpoint).create_client("s3", **client_kwargs(endpoint))
+                    client = await stack.enter_async_context(made)
                 client.meta.events.register("before-endpoint-resolution.s3", s3._learned_region)
                 return client
 
@@ -101,13 +107,33 @@ class S3:
             builtins["AWS::Region"] = region
 
     async def _botocore(self) -> Any:
+        """The botocore transport's client, made on first use; with the fast transport on, its HTTP session
+        sends over the fast transport's pool (workers.s3.pool)."""
         if self._client is None:
+            fast = await self._fast_transport()
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await self._make_client()
-                    if self.endpoint.lean:
-                        self._fast = FastTransport(self._client, self.regions)
+                    client = await self._make_client()
+                    if fast is not None:
+                        route_botocore(client._endpoint.http_session, fast.wire)
+                    self._client = client
         return self._client
+
+    async def _fast_transport(self) -> FastTransport | None:
+        """The fast transport (`[run] lean_requests`), made on first use: its sync botocore client is made in a
+        thread, since resolving credentials may block (a profile's process, SSO, IMDS)."""
+        if self._fast is None and self.endpoint.lean:
+            async with self._fast_lock:
+                if self._fast is None:
+                    with connect_errors():
+                        client = await anyio.to_thread.run_sync(fast_client, self.endpoint)
+                    client.meta.events.register("before-endpoint-resolution.s3", self._learned_region)
+                    self._fast = FastTransport(client, self.regions, self._proxied)
+        return self._fast
+
+    async def _proxied(self) -> Any:
+        """The botocore transport's HTTP session, which sends the fast transport's requests through a proxy."""
+        return (await self._botocore())._endpoint.http_session
 
     async def _send(self, op: Op, params: dict[str, Any], *, bucket: str, key: str = "",
                     sse_c: bool = False, length: int | None = None) -> dict[str, Any]:
@@ -148,13 +174,14 @@ class S3:
 
     async def _transport(self, op: Op, params: dict[str, Any]) -> dict[str, Any]:
         """One request over the fast transport (hot operations) or botocore."""
-        client = await self._botocore()
+        fast = await self._fast_transport() if op in HOT_OPS else None
+        client = None if fast is not None else await self._botocore()
         if not self.requests:
             timeline.mark("first_request")
         self.requests += 1
-        if self._fast is not None and op in HOT_OPS:
+        if fast is not None:
             self.requests_by_transport["fast"] += 1
-            return await self._fast.send(op, params)
+            return await fast.send(op, params)
         self.requests_by_transport["botocore"] += 1
         result: dict[str, Any] = await getattr(client, op.value)(**params)
         return result

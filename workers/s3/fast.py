@@ -5,7 +5,9 @@ again for every call, the response parser, the retry machinery), more than a loc
 operations on the hot path this transport keeps every part of botocore that makes a request right, and
 skips the rest:
 
-    botocore's, as for any call     parameter handlers (SSE-C key and MD5, CopySource quoting), serializer,
+    botocore's, as for any call     (a sync botocore client configured as the botocore transport's,
+                                    workers.s3.sdk_sync) parameter handlers (SSE-C key and MD5,
+                                    CopySource quoting), serializer,
                                     user agent, checksum context, before-call handlers, `request-created`
                                     (retry headers, SigV4 signing with the session's refreshable
                                     credentials); the settings of its HTTP session (CA bundle, client
@@ -20,7 +22,7 @@ skips the rest:
                                     into botocore's response shape, so one converter serves both transports
     sent here (workers.s3.wire)     HTTP/1.1 keep-alive connections, one pool per endpoint that botocore's
                                     own requests use too (workers.s3.pool); a proxied request goes on the
-                                    aiohttp session botocore's HTTP session made
+                                    aiohttp session the botocore transport's HTTP session made
 """
 
 from __future__ import annotations
@@ -28,12 +30,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import socket
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-from aiobotocore.httpchecksum import apply_request_checksum
+import anyio
 from botocore.auth import S3SigV4Auth
 from botocore.exceptions import (
     ConnectionClosedError,
@@ -45,20 +46,19 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.handlers import add_retry_headers
-from botocore.httpchecksum import resolve_checksum_context
+from botocore.httpchecksum import apply_request_checksum, resolve_checksum_context
 from botocore.httpsession import mask_proxy_url
 from botocore.utils import determine_content_length
-from yarl import URL
 
 from workers.s3.answers import ANSWERS, FastError, list_answer
 from workers.s3.ops import Op
-from workers.s3.pool import body_bytes, route_botocore, send_on, text_headers, wire_for
+from workers.s3.pool import body_bytes, send_on, text_headers, wire_for
 from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
 from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, signing_copy
 
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
-                     Op.GET_OBJECT_TAGGING})
+                     Op.GET_OBJECT_TAGGING, Op.GET_BUCKET_WEBSITE})
 
 
 _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | None]
@@ -66,7 +66,7 @@ _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | Non
 
 # What botocore (1.43) runs on request-created for S3; checked when the transport is made, so that a botocore
 # that adds one makes every request take botocore's own path instead of silently skipping it.
-_REQUEST_CREATED = ("AioRequestSigner.handler", "UserAgentString.rebuild_and_replace_user_agent_handler",
+_REQUEST_CREATED = ("RequestSigner.handler", "UserAgentString.rebuild_and_replace_user_agent_handler",
                     "add_retry_headers")
 # What botocore runs on before-sign for S3: each acts only on ARN buckets, unsigned requests or S3 Express,
 # which take the signer's whole path (`FastTransport._sign`). Checked like `_REQUEST_CREATED`.
@@ -87,10 +87,15 @@ class Prepared:
 
 
 class FastTransport:
-    """Sends the hot operations through one aiobotocore client's request machinery (see module doc)."""
+    """Sends the hot operations through one sync botocore client's request machinery (see module doc).
 
-    def __init__(self, client: Any, regions: Mapping[str, str]) -> None:
+    `proxied`: the botocore transport's HTTP session (aiobotocore's), for a request that goes through a
+    proxy; asked for only then."""
+
+    def __init__(self, client: Any, regions: Mapping[str, str],
+                 proxied: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._client = client
+        self._proxied = proxied
         self._regions = regions          # bucket -> region learned from a redirect (shared with the boundary)
         self._service_id = client.meta.service_model.service_id.hyphenize()
         self._models: dict[Op, Any] = {}
@@ -100,8 +105,7 @@ class FastTransport:
         self._proxies: dict[str, tuple[str | None, dict[str, str]]] = {}   # scheme://host -> proxy, its headers
         self._templates: dict[Hashable, Template | None] = {}   # per shape of call (workers.s3.template)
         # The endpoint's pool for requests without a proxy, botocore's own requests too (workers.s3.pool).
-        self._wire = wire_for(client._endpoint.http_session)
-        route_botocore(client._endpoint.http_session, self._wire)
+        self.wire = wire_for(client._endpoint.http_session)
         self._shortcut = (_handlers(client, "request-created.s3.HeadObject") == set(_REQUEST_CREATED)
                           and _handlers(client, "before-sign.s3.HeadObject") == set(_BEFORE_SIGN))
 
@@ -120,7 +124,7 @@ class FastTransport:
                 "unsigned_payload": model.unsigned_payload,
                 "auth_options": meta.service_model.metadata.get("auth")}
 
-    async def _endpoint(self, model: Any, params: Mapping[str, Any],
+    def _endpoint(self, model: Any, params: Mapping[str, Any],
                         context: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The endpoint rules' answer for this bucket, evaluated once per operation, bucket and region."""
         bucket = str(params.get("Bucket", ""))
@@ -128,7 +132,7 @@ class FastTransport:
         hit = self._endpoints.get(cache_key)
         if hit is None:
             probe = dict(context)
-            url, headers, properties = await self._client._resolve_endpoint_ruleset(model, params, probe)
+            url, headers, properties = self._client._resolve_endpoint_ruleset(model, params, probe)
             hit = (url, dict(headers or {}), dict(properties or {}), probe.get("auth_type"),
                    copy.deepcopy(probe.get("signing")))
             self._endpoints[cache_key] = hit
@@ -143,6 +147,7 @@ class FastTransport:
 
     async def prepare(self, op: Op, params: Mapping[str, Any]) -> Prepared:
         """The signed request botocore would send for this call."""
+        await self._fresh_credentials()
         shape = shape_of(op, params)
         if shape is not None:   # a bucket's region learned from a redirect readdresses it: another template
             shape = (shape, self._regions.get(str(params.get("Bucket", "")), ""))
@@ -150,52 +155,60 @@ class FastTransport:
         request_dict = None
         if template is None and shape is not None and shape not in self._templates \
                 and len(self._templates) < MAX_SHAPES:
-            template, request_dict = await make_template(op, params, self._request_dict)
+            template, request_dict = make_template(op, params, self._request_dict)
             self._templates[shape] = template
         if request_dict is None:
-            request_dict = template.fill(params) if template is not None else await self._request_dict(op, params)
-        prepared = await self._signed(op, self._model(op), request_dict, str(params.get("Bucket", "")))
+            request_dict = template.fill(params) if template is not None else self._request_dict(op, params)
+        prepared = self._signed(op, self._model(op), request_dict, str(params.get("Bucket", "")))
         if request_dict["context"].get("encoding_type_auto_set"):
             return replace(prepared, url_encoded_keys=True)
         return prepared
 
-    async def _request_dict(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def _fresh_credentials(self) -> None:
+        """Refreshable credentials (assume-role, SSO, IMDS) due for a refresh are refreshed in a thread: the
+        sync client's refresh is a blocking request, which the signer would otherwise make on the loop."""
+        credentials = self._client._request_signer._credentials
+        due = getattr(credentials, "refresh_needed", None)
+        if due is not None and due():
+            await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+
+    def _request_dict(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
         """botocore's request dict for this call, as `_make_api_call` builds it up to signing."""
         client = self._client
         model = self._model(op)
         context = self._context(model)
-        api_params = await client._emit_api_params(api_params=dict(params), operation_model=model, context=context)
-        url, headers = await self._endpoint(model, api_params, context)
+        api_params = client._emit_api_params(api_params=dict(params), operation_model=model, context=context)
+        url, headers = self._endpoint(model, api_params, context)
         user_agent = self._user_agents.get(op)
-        request_dict: dict[str, Any] = await client._convert_to_request_dict(
+        request_dict: dict[str, Any] = client._convert_to_request_dict(
             api_params=api_params, operation_model=model, endpoint_url=url, context=context, headers=headers,
             set_user_agent_header=user_agent is None)
         resolve_checksum_context(request_dict, model, api_params)
-        await client.meta.events.emit_until_response(
+        client.meta.events.emit_until_response(
             f"before-call.{self._service_id}.{model.name}", model=model, params=request_dict,
             request_signer=client._request_signer, context=context)
         apply_request_checksum(request_dict)
         client._endpoint._update_retries_context(context, 1)
         return request_dict
 
-    async def _signed(self, op: Op, model: Any, request_dict: dict[str, Any], bucket: str) -> Prepared:
+    def _signed(self, op: Op, model: Any, request_dict: dict[str, Any], bucket: str) -> Prepared:
         client = self._client
         user_agent = self._user_agents.get(op)
         if user_agent is None or not self._shortcut:   # all of botocore's request-created handlers
-            request = await client._endpoint.create_request(request_dict, model)
+            request = client._endpoint.create_request(request_dict, model)
             self._user_agents[op] = request.headers["User-Agent"]
             return _plain(request)
         # Later calls: the same handlers of request-created (`_REQUEST_CREATED`), but not the User-Agent
         # rebuild: the (unsigned) string is the same for every call and building it is a fifth of this path.
         request = FastRequest.of(request_dict)
-        await self._sign(model.name, request, bucket)
+        self._sign(model.name, request, bucket)
         add_retry_headers(request)
         request.headers["User-Agent"] = user_agent
         if request.params or isinstance(request.data, dict):   # not what the hot operations send: botocore's
             return _plain(client._endpoint.prepare_request(request))
         return _prepared(request)
 
-    async def _sign(self, operation: str, request: Any, bucket: str) -> None:
+    def _sign(self, operation: str, request: Any, bucket: str) -> None:
         """SigV4 by botocore's signer (`add_auth`, the session's refreshable credentials). For a plain bucket,
         choose-signer's answer is kept per signing context, and before-sign, whose handlers (`_BEFORE_SIGN`)
         do nothing for it, is not emitted; anything else takes the signer's whole path."""
@@ -203,16 +216,16 @@ class FastTransport:
         signing = request.context.get("signing") or {}
         name, region = signing.get("signing_name") or signer._signing_name, signing.get("region") or signer._region_name
         if bucket.startswith("arn:") or name != "s3" or "identity_cache" in signing or "request_credentials" in signing:
-            await signer.handler(operation_name=operation, request=request)
+            signer.handler(operation_name=operation, request=request)
             return
         key = (operation, request.context.get("auth_type"), name, region)
         version = self._signers.get(key)
         if version is None:
-            version = self._signers[key] = await signer._choose_signer(operation, "standard", request.context)
+            version = self._signers[key] = signer._choose_signer(operation, "standard", request.context)
         if version not in _SIGV4:
-            await signer.handler(operation_name=operation, request=request)
+            signer.handler(operation_name=operation, request=request)
             return
-        auth = await signer.get_auth_instance(signing_name=name, region_name=region, signature_version=version)
+        auth = signer.get_auth_instance(signing_name=name, region_name=region, signature_version=version)
         if type(auth) is S3SigV4Auth:
             auth.__class__ = FastS3SigV4Auth
         auth.add_auth(request)
@@ -229,32 +242,20 @@ class FastTransport:
     async def send(self, op: Op, params: Mapping[str, Any]) -> dict[str, Any]:
         """One request; its answer in botocore's response shape, or a `FastError`.
 
-        Sent over the endpoint's wire (workers.s3.wire), or, through a proxy, on the aiohttp session
-        botocore's HTTP session made for it, the way that session sends it, with the body as bytes
-        (botocore's file object would make aiohttp read it through a thread)."""
+        Sent over the endpoint's wire (workers.s3.wire), or, through a proxy, on the aiohttp session the
+        botocore transport's HTTP session made for it (`_through_proxy`)."""
         request = await self.prepare(op, params)
-        headers = request.headers
         proxy, proxy_headers = self._proxy(request.url)
         if proxy is None:
-            got = await send_on(self._wire, request.method, request.url, headers, request.body)
+            got = await send_on(self.wire, request.method, request.url, request.headers, request.body)
             return _answer(op, got.status, got.headers, got.body, request.url_encoded_keys)
-        headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
-        headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
-        session = await self._client._endpoint.http_session._get_session(proxy)
-        try:
-            async with session.request(request.method, URL(request.url, encoded=True), headers=headers,
-                                       data=request.body, proxy=proxy, proxy_headers=proxy_headers) as response:
-                body = await response.read()
-                answer = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in response.raw_headers}
-                status = response.status
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise _mapped(exc, request.url, proxy) from exc
+        if self._proxied is None:
+            raise RuntimeError(f"{op.value}: {request.url} goes through a proxy, and no HTTP session was given")
+        status, answer, body = await _through_proxy(await self._proxied(), request, proxy, proxy_headers)
         return _answer(op, status, answer, body, request.url_encoded_keys)
 
     def close(self) -> None:
-        self._wire.close()
+        self.wire.close()
 
 
 def _answer(op: Op, status: int, headers: dict[str, str], body: bytes, url_encoded_keys: bool) -> dict[str, Any]:
@@ -281,8 +282,30 @@ def _plain(request: Any) -> Prepared:
     return Prepared(request.method, request.url, text_headers(request.headers), body_bytes(request.body))
 
 
+async def _through_proxy(http_session: Any, request: Prepared, proxy: str,
+                         proxy_headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One request through a proxy, on the aiohttp session aiobotocore's HTTP session made for it, the way
+    that session sends it, with the body as bytes."""
+    from yarl import URL
+    headers = request.headers
+    headers.pop("Expect", None)   # no 100-continue round trip: bodies here are in memory
+    headers["Accept-Encoding"] = "identity"   # as botocore's HTTP session sends it
+    session = await http_session._get_session(proxy)
+    try:
+        async with session.request(request.method, URL(request.url, encoded=True), headers=headers,
+                                   data=request.body, proxy=proxy, proxy_headers=proxy_headers) as response:
+            body = await response.read()
+            answer = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in response.raw_headers}
+            return response.status, answer, body
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise _mapped(exc, request.url, proxy) from exc
+
+
 def _mapped(exc: Exception, url: str, proxy: str | None) -> Exception:
     """An aiohttp failure as the botocore exception aiobotocore's HTTP session raises for it."""
+    import aiohttp  # loaded already: the proxied request went through it
     mapped: Exception
     if isinstance(exc, aiohttp.ClientSSLError):
         mapped = SSLError(endpoint_url=url, error=exc)

@@ -10,9 +10,10 @@ from typing import Any
 
 import anyio
 
+from workers.endpoint import Endpoint
 from workers.errors import ConfigError, FatalError, RekeyError, classify_s3_error
 from workers.s3.boundary import RetryPolicy
-from workers.s3.sdk import Endpoint, client_kwargs, connect_errors, new_session
+from workers.s3.settings import connect_errors
 
 
 class KmsOp(StrEnum):
@@ -48,6 +49,7 @@ class Kms:
     async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[Kms]:
         async with contextlib.AsyncExitStack() as stack:
             async def connect() -> Any:
+                from workers.s3.sdk import client_kwargs, new_session  # aiobotocore: on the first KMS request
                 try:
                     with connect_errors():
                         cm = new_session(endpoint).create_client("kms", **client_kwargs(endpoint))

@@ -1,19 +1,21 @@
 """One connection pool per endpoint: workers.s3.wire, made with the settings of botocore's HTTP session, and
-put under that session for the requests botocore sends itself (`[run] lean_requests` on).
+put under the botocore transport's HTTP session for the requests botocore sends itself (`[run] lean_requests`
+on).
 
-botocore's HTTP session (aiobotocore's, over aiohttp) holds the endpoint's settings: CA bundle or verify
-off, client certificate, proxies, connect and read timeouts, the pool's size. The wire takes them from it,
-so the fast transport and botocore's own requests share one pool and one set of settings. What the wire
-does not speak stays on aiohttp: a request through a proxy (CONNECT, proxy TLS), a streamed answer (a
-GetObject sent by botocore), a chunked request body, and a request with its own read timeout.
+botocore's HTTP session holds the endpoint's settings: CA bundle or verify off, client certificate, proxies,
+connect and read timeouts, the pool's size. The wire takes them from the fast transport's client (a sync
+botocore client, workers.s3.sdk_sync, configured as the botocore transport's), so the fast transport and
+botocore's own requests share one pool and one set of settings. What the wire does not speak stays on
+aiohttp: a request through a proxy (CONNECT, proxy TLS), a streamed answer (a GetObject sent by botocore),
+a chunked request body, and a request with its own read timeout.
 """
 
 from __future__ import annotations
 
 import io
+import ssl
 from typing import Any
 
-from aiobotocore.awsrequest import AioAWSResponse
 from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -27,9 +29,31 @@ from workers.s3.wire import Answer, Wire, WireError
 
 
 def wire_for(session: Any) -> Wire:
-    """A wire with the settings of botocore's HTTP session `session` (see module doc)."""
-    return Wire(limit=session._max_pool_connections, connect_timeout=session._timeout.sock_connect,
-                read_timeout=session._timeout.sock_read, ssl_context=lambda: session._build_ssl_contexts(None)[0])
+    """A wire with the settings of botocore's (sync) HTTP session `session` (see module doc)."""
+    timeout = session._timeout   # urllib3's Timeout, or one number for both
+    connect, read = (timeout, timeout) if isinstance(timeout, int | float) else \
+        (timeout.connect_timeout, timeout.read_timeout)
+    return Wire(limit=session._max_pool_connections, connect_timeout=connect, read_timeout=read,
+                ssl_context=lambda: ssl_context(session))
+
+
+def ssl_context(session: Any) -> ssl.SSLContext:
+    """The TLS settings of botocore's HTTP session `session`, built as aiobotocore's HTTP session builds them:
+    verify off, or the CA bundle (`verify`, else botocore's default bundle) with the host name checked; the
+    client certificate whatever `verify` says."""
+    from botocore.httpsession import create_urllib3_context, get_cert_path
+    context: ssl.SSLContext = create_urllib3_context()
+    if session._verify:
+        context.check_hostname = True
+        ca_certs = get_cert_path(session._verify)
+        if ca_certs:
+            context.load_verify_locations(ca_certs, None, None)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if session._cert_file:
+        context.load_cert_chain(session._cert_file, session._key_file)
+    return context
 
 
 def mapped(exc: WireError, url: str) -> Exception:
@@ -53,7 +77,8 @@ class _Read:
 
 
 def route_botocore(session: Any, wire: Wire) -> None:
-    """Send the requests of botocore's HTTP session `session` over `wire`, where the wire speaks them."""
+    """Send the requests of aiobotocore's HTTP session `session` over `wire`, where the wire speaks them."""
+    from aiobotocore.awsrequest import AioAWSResponse
     original = session.send
 
     async def send(request: Any) -> Any:
@@ -98,4 +123,4 @@ def body_bytes(body: Any) -> bytes | memoryview | None:
     return body or None
 
 
-__all__ = ["body_bytes", "mapped", "route_botocore", "send_on", "text_headers", "wire_for"]
+__all__ = ["body_bytes", "mapped", "route_botocore", "send_on", "ssl_context", "text_headers", "wire_for"]

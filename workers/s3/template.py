@@ -19,11 +19,10 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from botocore.handlers import _quote_source_header_from_dict
 from botocore.utils import percent_encode
 
@@ -43,7 +42,7 @@ _COPY_SOURCE_FIELDS = frozenset({"Bucket", "Key", "VersionId"})
 _COPY_SOURCE_HEADER = "x-amz-copy-source"
 _META_PREFIX = "x-amz-meta-"   # Metadata's locationName in S3's model: a header for each entry
 
-Build = Callable[[Op, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+Build = Callable[[Op, Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +119,7 @@ def shape_of(op: Op, params: Mapping[str, Any]) -> Hashable | None:
     return op, tuple(sorted(fixed)), tuple(sorted(varying))
 
 
-async def make_template(op: Op, params: Mapping[str, Any],
+def make_template(op: Op, params: Mapping[str, Any],
                         build: Build) -> tuple[Template | None, dict[str, Any] | None]:
     """The template of `params`' shape, proven on `params` themselves (None when the shape cannot be one), and
     botocore's request for `params` when it was built on the way (None when it was not)."""
@@ -138,15 +137,13 @@ async def make_template(op: Op, params: Mapping[str, Any],
         else:
             tokenized[name] = value
     try:
-        request = await build(op, tokenized)
-    except anyio.get_cancelled_exc_class():
-        raise
+        request = build(op, tokenized)
     except Exception:   # botocore refused the tokens (a validation the real values pass): no template
         return None, None
     template = _locate(request, tokens, tokenized.get("CopySource"))
     if template is None:
         return None, None
-    real = await build(op, params)
+    real = build(op, params)
     filled = template.fill(params)
     same = all(filled.get(k) == real.get(k) for k in ("method", "url", "headers", "body", "auth_path"))
     return (template if same else None), real
