@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from engine.commands import register_all
 from engine.commands.common import exit_code
@@ -26,7 +27,7 @@ log = logging.getLogger("rekey")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rekey", description="Re-encrypt S3 objects in bulk, resumably.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests and decisions")
-    parser.add_argument("--version", action="version", version=f"rekey {version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(sub)
     for command in sub.choices.values():
@@ -34,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="log requests and decisions")
     return parser
+
+
+class _Version(argparse.Action):
+    """`--version`, its version looked up only when asked for (importlib.metadata: some 30 ms of start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"rekey {version()}")
+        parser.exit()
 
 
 def version() -> str:
@@ -77,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The `rekey` console script: main(), then exit without the interpreter's teardown, which after a
     large run spends 0.1 s or more freeing memory. Everything rekey writes is closed by then."""
+    timeline.pause_collector()   # until the first request (workers.timeline.started)
     code = main()
     logging.shutdown()
     try:

@@ -178,6 +178,7 @@ class S3:
         client = None if fast is not None else await self._botocore()
         if not self.requests:
             timeline.mark("first_request")
+            timeline.started()
         self.requests += 1
         if fast is not None:
             self.requests_by_transport["fast"] += 1

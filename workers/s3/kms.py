@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -13,6 +14,7 @@ import anyio
 from workers.endpoint import Endpoint
 from workers.errors import ConfigError, FatalError, RekeyError, classify_s3_error
 from workers.s3.boundary import RetryPolicy
+from workers.s3.sdk_sync import sync_client
 from workers.s3.settings import connect_errors
 
 
@@ -33,8 +35,12 @@ class DataKey:
 
 
 class Kms:
-    """One aiobotocore KMS client, made on the first request (a run that never asks KMS, an SSE-S3 target with
-    a [kms] section say, does not pay for it). Use as `async with Kms.open(endpoint) as kms:`."""
+    """One botocore KMS client, made on the first request (a run that never asks KMS, an SSE-S3 target with
+    a [kms] section say, does not pay for it). Use as `async with Kms.open(endpoint) as kms:`.
+
+    The client is botocore's own, sync (workers.s3.sdk_sync), each request sent in a worker thread: a run
+    asks KMS once per object at most, and this way a client-side run does not import aiobotocore and
+    aiohttp (0.3-0.4 s of its start-up) for it. botocore makes one attempt; `retry` owns the rest."""
 
     def __init__(self, client: Any, retry: RetryPolicy | None = None,
                  connect: Callable[[], Awaitable[Any]] | None = None) -> None:
@@ -47,18 +53,20 @@ class Kms:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[Kms]:
-        async with contextlib.AsyncExitStack() as stack:
-            async def connect() -> Any:
-                from workers.s3.sdk import client_kwargs, new_session  # aiobotocore: on the first KMS request
-                try:
-                    with connect_errors():
-                        cm = new_session(endpoint).create_client("kms", **client_kwargs(endpoint))
-                        return await stack.enter_async_context(cm)
-                except RekeyError as exc:   # no KMS client, no KMS request of this run can succeed
-                    if isinstance(exc, FatalError):
-                        raise
-                    raise ConfigError(f"kms: no client could be made: {exc}", op="connect") from None
-            yield cls(None, retry, connect)
+        async def connect() -> Any:
+            try:
+                with connect_errors():
+                    return await anyio.to_thread.run_sync(sync_client, endpoint, "kms")
+            except RekeyError as exc:   # no KMS client, no KMS request of this run can succeed
+                if isinstance(exc, FatalError):
+                    raise
+                raise ConfigError(f"kms: no client could be made: {exc}", op="connect") from None
+        kms = cls(None, retry, connect)
+        try:
+            yield kms
+        finally:
+            if kms._client is not None:
+                kms._client.close()   # its connection pool
 
     async def _ready(self) -> Any:
         if self._client is None:
@@ -77,7 +85,8 @@ class Kms:
         self.requests += 1
         try:
             client = await self._ready()
-            result: dict[str, Any] = await getattr(client, op.value)(**params)
+            result: dict[str, Any] = await anyio.to_thread.run_sync(functools.partial(getattr(client, op.value),
+                                                                                      **params))
             return result
         except anyio.get_cancelled_exc_class():
             raise

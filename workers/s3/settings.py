@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-from botocore.loaders import create_loader
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from workers.endpoint import Endpoint
 from workers.errors import classify_s3_error
+from workers.s3.models import create_loader
 
 __all__ = ["config_settings", "connect_errors", "parse_timestamp", "shared_loader", "where"]
 
@@ -48,8 +48,9 @@ _LOADERS: dict[str, Any] = {}   # data_path -> botocore's model loader, shared b
 
 
 def shared_loader(session: Any) -> Any:
-    """One model loader per process: each new one lists every service botocore knows and parses S3's model
-    again (some 0.1 s of CPU per client, paid again for the KMS client and a second endpoint)."""
+    """One model loader per process: each new one would read S3's model again (some 0.1 s of CPU per client,
+    paid again for the KMS client and a second endpoint). The loader reads it from rekey's cache when it
+    can (workers.s3.models)."""
     path = str(session.get_config_variable("data_path") or "")
     loader = _LOADERS.get(path)
     if loader is None:
