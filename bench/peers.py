@@ -102,6 +102,7 @@ class Tool:
     family: str
     build: Callable[[Scenario, Ctx], Command | str]
     opt_in: bool = False   # run only when --tools names it or its family (keeps `make bench-quick` in budget)
+    quick: bool = True     # in `--quick`'s default set: the tools its ratios compare (its 4-minute budget)
 
 
 def _rekey(concurrency: int | None, verify: str = "head", threshold: str | None = None, *,
@@ -207,13 +208,13 @@ def _s3ec(mode: str) -> Callable[[Scenario, Ctx], Command | str]:
 
 TOOLS: tuple[Tool, ...] = (
     Tool("rekey", "rekey", _rekey(None)),
-    Tool("rekey c=16", "rekey", _rekey(16)),
+    Tool("rekey c=16", "rekey", _rekey(16), quick=False),
     Tool("rekey env-endpoint", "rekey-env", _rekey(None, endpoint_in_env=True), opt_in=True),
-    Tool("aws-cli", "aws-cli", _awscli(False)),
+    Tool("aws-cli", "aws-cli", _awscli(False), quick=False),
     Tool("aws-cli 64", "aws-cli", _awscli(True)),
     Tool("rclone", "rclone", _rclone(False)),
     Tool("rclone 64/64", "rclone", _rclone(True)),
-    Tool("s3cmd", "s3cmd", _s3cmd),
+    Tool("s3cmd", "s3cmd", _s3cmd, quick=False),
     Tool("s3ec official", "s3ec", _s3ec("encrypt")),
     Tool("boto3 no-crypto ceiling", "ceiling", _s3ec("plain")),
 )

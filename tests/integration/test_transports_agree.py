@@ -13,7 +13,7 @@ import anyio
 
 from engine.sandbox import SandboxInfo
 from workers.errors import RekeyError
-from workers.model import Encryption, Mode, ObjectHead, SecretKey
+from workers.model import Encryption, Mode, ObjectHead, PartResult, SecretKey
 from workers.s3 import S3, Attributes, CopyRequest, CreateUpload, Directive, Endpoint, PutRequest, Source
 
 KEY_A = Encryption(Mode.SSE_C, sse_c_key=SecretKey(bytes(range(32)), "a"))
@@ -71,6 +71,16 @@ async def _multipart(s3: S3, bucket: str, tag: str) -> Any:
     second = await s3.upload_part_copy(bucket, key, upload_id, 2, Source(bucket, "shared/plain"), 0, 4)
     done = await s3.complete_upload(bucket, key, upload_id, [first, second])
     return first, second, done, await s3.head(bucket, key)
+
+
+async def _parts_listed_then_aborted(s3: S3, bucket: str, tag: str) -> Any:
+    key = f"{tag}/aborted"
+    upload_id = await s3.create_upload(CreateUpload(bucket, key))
+    data = bytes(PART)
+    part = await s3.upload_part(bucket, key, upload_id, 1, data, content_md5=_md5(data))
+    listed = await s3.list_parts(bucket, key, upload_id)
+    await s3.abort_upload(bucket, key, upload_id)
+    return part, listed
 
 
 async def _delete(s3: S3, bucket: str, tag: str) -> Any:
@@ -148,11 +158,20 @@ async def _part_no_upload(s3: S3, bucket: str, tag: str) -> Any:
     return await s3.upload_part(bucket, f"{tag}/x", "no-such-upload", 1, b"x")
 
 
+async def _complete_no_upload(s3: S3, bucket: str, tag: str) -> Any:
+    return await s3.complete_upload(bucket, f"{tag}/x", "no-such-upload", [PartResult(1, '"abc"', 1)])
+
+
+async def _list_parts_no_upload(s3: S3, bucket: str, tag: str) -> Any:
+    return await s3.list_parts(bucket, f"{tag}/x", "no-such-upload")
+
+
 STEPS: list[Step] = [_put, _put_sse_c, _head, _head_sse_c, _get_range, _get, _copy, _copy_directive, _multipart,
+                     _parts_listed_then_aborted,
                      _delete, _head_bucket, _website, _list, _tags, _tags_missing, _head_missing,
                      _head_sse_c_without_key, _get_wrong_key, _get_changed,
                      _copy_changed, _copy_missing, _put_no_bucket, _head_bucket_missing, _website_missing_bucket,
-                     _part_no_upload]
+                     _part_no_upload, _complete_no_upload, _list_parts_no_upload]
 
 
 def _outcome(result: Any) -> Any:

@@ -109,6 +109,52 @@ def part_copy_answer(status: int, headers: Mapping[str, str], body: bytes) -> di
     return copy_answer(status, headers, body, "CopyPartResult")
 
 
+def create_upload_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """CreateMultipartUpload: the upload id from the XML body, the encryption from the headers."""
+    _raise_for(status, headers, body)
+    root = _xml(body)
+    out = {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS}
+    for child in root if root is not None else ():
+        if _local(child.tag) in ("Bucket", "Key", "UploadId"):
+            out[_local(child.tag)] = child.text or ""
+    return out
+
+
+def complete_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """CompleteMultipartUpload: S3 may answer 200 with an <Error> body (the upload failed while it was being
+    completed); the ETag is in the XML body, the version and encryption in the headers."""
+    root = _xml(body)
+    if status < 300 and root is not None and _local(root.tag) == "Error":
+        status = 500
+    _raise_for(status, headers, body)
+    out = {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS and k != "ETag"}
+    if root is not None:
+        for name in ("Location", "Bucket", "Key", "ETag"):
+            value = _text(root, name)
+            if value:
+                out[name] = value
+    return out
+
+
+def list_parts_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """ListParts: the parts (number, ETag, size) and where the next page starts."""
+    _raise_for(status, headers, body)
+    root = _xml(body)
+    out: dict[str, Any] = {"Parts": []}
+    for child in root if root is not None else ():
+        tag = _local(child.tag)
+        if tag == "Part":
+            out["Parts"].append({"PartNumber": int(_text(child, "PartNumber") or 0), "ETag": _text(child, "ETag"),
+                                 "Size": int(_text(child, "Size") or 0)})
+        elif tag == "IsTruncated":
+            out[tag] = (child.text or "").strip().lower() == "true"
+        elif tag in ("NextPartNumberMarker", "PartNumberMarker", "MaxParts") and (child.text or "").strip():
+            out[tag] = int(child.text or 0)
+        elif tag == "UploadId":
+            out[tag] = child.text or ""
+    return out
+
+
 def head_bucket_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     _raise_for(status, headers, b"")
     region = headers.get("x-amz-bucket-region")
@@ -191,7 +237,9 @@ def tagging_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict
 ANSWERS = {Op.HEAD_OBJECT: head_answer, Op.GET_OBJECT: get_answer, Op.PUT_OBJECT: write_answer,
             Op.UPLOAD_PART: write_answer, Op.DELETE_OBJECT: write_answer, Op.COPY_OBJECT: copy_answer,
             Op.UPLOAD_PART_COPY: part_copy_answer, Op.HEAD_BUCKET: head_bucket_answer,
-            Op.GET_OBJECT_TAGGING: tagging_answer, Op.GET_BUCKET_WEBSITE: website_answer}
+            Op.GET_OBJECT_TAGGING: tagging_answer, Op.GET_BUCKET_WEBSITE: website_answer,
+            Op.CREATE_MULTIPART_UPLOAD: create_upload_answer, Op.COMPLETE_MULTIPART_UPLOAD: complete_answer,
+            Op.ABORT_MULTIPART_UPLOAD: write_answer, Op.LIST_PARTS: list_parts_answer}
 
 
 class BytesBody:
