@@ -93,13 +93,20 @@ def write_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[s
     return {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS or k == "DeleteMarker"}
 
 
-def copy_answer(status: int, headers: Mapping[str, str], body: bytes,
-                result: str = "CopyObjectResult") -> dict[str, Any]:
-    """CopyObject and UploadPartCopy: S3 may answer 200 with an <Error> body (the copy failed after it began)."""
+def _body_unless_error(status: int, headers: Mapping[str, str], body: bytes) -> ET.Element | None:
+    """The XML body of an answer that may be 200 with an <Error> body (CopyObject, UploadPartCopy,
+    CompleteMultipartUpload: the server failed after it began), raised as the 500 it is (as botocore does)."""
     root = _xml(body)
     if status < 300 and root is not None and _local(root.tag) == "Error":
         status = 500
     _raise_for(status, headers, body)
+    return root
+
+
+def copy_answer(status: int, headers: Mapping[str, str], body: bytes,
+                result: str = "CopyObjectResult") -> dict[str, Any]:
+    """CopyObject and UploadPartCopy (see `_body_unless_error`)."""
+    root = _body_unless_error(status, headers, body)
     out = {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS and k != "ETag"}
     out[result] = {"ETag": _text(root, "ETag")} if root is not None else {}
     return out
@@ -121,12 +128,9 @@ def create_upload_answer(status: int, headers: Mapping[str, str], body: bytes) -
 
 
 def complete_answer(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """CompleteMultipartUpload: S3 may answer 200 with an <Error> body (the upload failed while it was being
-    completed); the ETag is in the XML body, the version and encryption in the headers."""
-    root = _xml(body)
-    if status < 300 and root is not None and _local(root.tag) == "Error":
-        status = 500
-    _raise_for(status, headers, body)
+    """CompleteMultipartUpload (see `_body_unless_error`): the ETag is in the XML body, the version and
+    encryption in the headers."""
+    root = _body_unless_error(status, headers, body)
     out = {k: v for k, v in _fields(headers).items() if k in _WRITE_FIELDS and k != "ETag"}
     if root is not None:
         for name in ("Location", "Bucket", "Key", "ETag"):

@@ -12,9 +12,9 @@ from aiobotocore.parsers import AioResponseParserFactory
 from aiobotocore.session import AioSession
 
 from workers.endpoint import Endpoint
-from workers.s3.settings import config_settings, connect_errors, parse_timestamp, shared_loader, where
+from workers.s3.settings import config_settings, parse_timestamp, shared_loader, where
 
-__all__ = ["Endpoint", "client_kwargs", "connect_errors", "new_session", "parse_timestamp"]
+__all__ = ["OneAttemptSession", "client_kwargs", "new_session"]
 
 
 class OneAttemptSession(AIOHTTPSession):  # type: ignore[misc]
