@@ -17,7 +17,7 @@ from typing import Any
 from engine.commands import register_all
 from engine.commands.common import exit_code
 from engine.logs import RedactSecrets, configure_logging
-from workers import timeline
+from workers import startup, timeline
 
 __all__ = ["RedactSecrets", "build_parser", "configure_logging", "entry", "main"]
 
@@ -93,6 +93,7 @@ def entry() -> None:
     large run spends 0.1 s or more freeing memory. Everything rekey writes is closed by then."""
     timeline.pause_collector()   # until the first request (workers.timeline.started)
     code = main()
+    startup.save()   # the dataclasses' compiled code, if this process compiled new (engine.launch)
     logging.shutdown()
     try:
         sys.stdout.flush()

@@ -29,6 +29,8 @@ import botocore
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import JSONFileLoader, Loader
 
+from workers.startup import cache_root
+
 __all__ = ["CachedLoader", "cache_dir"]
 
 _EXTENSIONS = (".json", ".json.gz")   # botocore's order (botocore.loaders._JSON_OPEN_METHODS)
@@ -36,9 +38,7 @@ _EXTENSIONS = (".json", ".json.gz")   # botocore's order (botocore.loaders._JSON
 
 def cache_dir() -> Path:
     """`REKEY_CACHE_DIR`, else `$XDG_CACHE_HOME/rekey`, else `~/.cache/rekey`; one folder per botocore version."""
-    base = os.environ.get("REKEY_CACHE_DIR") or \
-        os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "rekey")
-    return Path(base) / f"botocore-{botocore.__version__}"
+    return cache_root() / f"botocore-{botocore.__version__}"
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,16 @@
+"""The `rekey` console script's first module: what must be in place before rekey's own modules load.
+
+The cyclic garbage collector is paused for the imports (workers.timeline.pause_collector) and the
+dataclasses' generated methods come from the compiled-code cache (workers.startup), then engine.cli runs.
+"""
+
+from __future__ import annotations
+
+from workers import startup, timeline
+
+
+def entry() -> None:
+    timeline.pause_collector()   # until the first request (workers.timeline.started)
+    startup.cache_dataclasses()
+    from engine.cli import entry as cli_entry
+    cli_entry()

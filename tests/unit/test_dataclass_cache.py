@@ -1,0 +1,108 @@
+"""The dataclasses' compiled-code cache of the console script (workers.startup): classes made from cached
+code behave as the standard library makes them; the cache is written once, read by later processes, and a
+broken one is passed over. Each case runs in a fresh interpreter (the cache patches `dataclasses`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Every kind of generated method: __init__ with defaults and factories, kw_only, __repr__, __eq__, order,
+# __hash__ of a frozen class, frozen __setattr__/__delattr__, slots, replace(), fields(), asdict().
+CLASSES = '''
+import dataclasses, json, sys
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    name: str
+    size: int = 0
+    tags: tuple = field(default_factory=tuple)
+
+@dataclass(order=True)
+class Ordered:
+    a: int
+    b: str = "x"
+    c: list = field(default_factory=list, compare=False)
+    d: int = field(default=3, kw_only=True)
+
+f = Frozen("k", 2)
+out = {"repr": [repr(f), repr(Ordered(1, c=[1], d=4))], "eq": f == Frozen("k", 2, ()),
+       "hash": hash(f) == hash(Frozen("k", 2)), "lt": Ordered(1) < Ordered(2),
+       "replace": repr(dataclasses.replace(f, size=5)), "asdict": dataclasses.asdict(Ordered(1)),
+       "fields": [x.name for x in dataclasses.fields(Frozen)], "slots": Frozen.__slots__}
+try:
+    f.size = 3
+except dataclasses.FrozenInstanceError as exc:
+    out["frozen"] = type(exc).__name__
+try:
+    Ordered()
+except TypeError as exc:
+    out["missing"] = str(exc)
+print(json.dumps(out, sort_keys=True))
+'''
+
+
+def _run(cache: Path | None, env_dir: Path) -> tuple[dict[str, object], dict[str, int]]:
+    install = ("from workers import startup\nc = startup.cache_dataclasses()\n" if cache else "c = None\n")
+    report = ("startup.save()\nprint(json.dumps({'compiled': c.compiled_total, 'held': len(c.codes)}))\n"
+              if cache else "print('{}')\n")
+    script = install + CLASSES + ("c.compiled_total = c.compiled\n" if cache else "") + report
+    env = {**os.environ, "REKEY_CACHE_DIR": str(env_dir), "PYTHONPATH": str(ROOT)}
+    got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                         check=True).stdout.splitlines()
+    return json.loads(got[0]), json.loads(got[1])
+
+
+def _cache_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("dataclasses-*.marshal"))
+
+
+def test_classes_from_cached_code_behave_as_the_standard_librarys(tmp_path: Path) -> None:
+    plain, _ = _run(None, tmp_path)
+    first, stats1 = _run(tmp_path / "c", tmp_path / "c")
+    assert first == plain
+    assert stats1["compiled"] > 10          # every generated method compiled once...
+    assert len(_cache_files(tmp_path / "c")) == 1
+    again, stats2 = _run(tmp_path / "c", tmp_path / "c")
+    assert again == plain
+    assert stats2["compiled"] == 0           # ...and read from the cache by the next process
+    assert stats2["held"] == stats1["held"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not marshal data", b"\xe9\x00\x00\x00\x00"])
+def test_a_broken_cache_is_passed_over_and_written_anew(tmp_path: Path, content: bytes) -> None:
+    plain, _ = _run(None, tmp_path)
+    _run(tmp_path, tmp_path)
+    [path] = _cache_files(tmp_path)
+    path.write_bytes(content)
+    got, stats = _run(tmp_path, tmp_path)
+    assert got == plain
+    assert stats["compiled"] > 10
+    _, again = _run(tmp_path, tmp_path)
+    assert again["compiled"] == 0
+
+
+def test_an_unwritable_cache_folder_costs_nothing_but_the_compiling(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder would be")
+    plain, _ = _run(None, tmp_path)
+    got, stats = _run(blocked, blocked / "sub")
+    assert got == plain and stats["compiled"] > 10
+
+
+def test_the_console_script_installs_the_cache_and_writes_it(tmp_path: Path) -> None:
+    env = {**os.environ, "REKEY_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    config = tmp_path / "missing.toml"
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['rekey'] + sys.argv[1:]\n"
+                           "from engine.launch import entry\nentry()", "plan", "-c", str(config)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "missing.toml" in done.stderr   # a config error, one line
+    assert len(_cache_files(tmp_path)) == 1
