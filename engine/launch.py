@@ -1,7 +1,8 @@
 """The `rekey` console script's first module: what must be in place before rekey's own modules load.
 
 The cyclic garbage collector is paused for the imports (workers.timeline.pause_collector) and the
-dataclasses' generated methods come from the compiled-code cache (workers.startup), then engine.cli runs.
+dataclasses' generated methods and the regular expressions come from the compiled-code caches
+(workers.startup), then engine.cli runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,6 @@ from workers import startup, timeline
 
 def entry() -> None:
     timeline.pause_collector()   # until the first request (workers.timeline.started)
-    startup.cache_dataclasses()
+    startup.cache_compiled()
     from engine.cli import entry as cli_entry
     cli_entry()

@@ -1,6 +1,7 @@
-"""The dataclasses' compiled-code cache of the console script (workers.startup): classes made from cached
-code behave as the standard library makes them; the cache is written once, read by later processes, and a
-broken one is passed over. Each case runs in a fresh interpreter (the cache patches `dataclasses`)."""
+"""The compiled-code caches of the console script (workers.startup): dataclasses and regular expressions
+made from cached code behave as the standard library makes them; each cache is written once, read by later
+processes, and a broken one is passed over. Each case runs in a fresh interpreter (the caches patch
+`dataclasses` and `re`)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,29 @@ try:
     Ordered()
 except TypeError as exc:
     out["missing"] = str(exc)
+import re
+texts = ["Key-12.bin", "http://user@host:9000/a?b#c", b"\\x00abc", "MiXeD"]
+patterns = [(r"(?P<stem>[A-Za-z-]+)(?P<n>\\d+)\\.(bin|txt)$", 0), (r"^(?:([a-z]+)://)?(?:[^@/]*@)?([^:/?#]*)", 0),
+            (rb"\\x00(a|b)+", 0), (r"mixed", re.I), ("(?x) m i  # spaced out\\n x", re.I)]
+found = []
+for pattern, flags in patterns:
+    compiled = re.compile(pattern, flags)
+    for text in texts:
+        if isinstance(text, bytes) == isinstance(pattern, bytes):
+            m = compiled.search(text)
+            found.append(None if m is None else [repr(m.group(0)), repr(m.groups()), m.span()])
+    found.append([compiled.groups, sorted(compiled.groupindex.items()), int(compiled.flags)])
+out["regex"] = found
 print(json.dumps(out, sort_keys=True))
 '''
 
 
 def _run(cache: Path | None, env_dir: Path) -> tuple[dict[str, object], dict[str, int]]:
-    install = ("from workers import startup\nc = startup.cache_dataclasses()\n" if cache else "c = None\n")
-    report = ("startup.save()\nprint(json.dumps({'compiled': c.compiled_total, 'held': len(c.codes)}))\n"
-              if cache else "print('{}')\n")
-    script = install + CLASSES + ("c.compiled_total = c.compiled\n" if cache else "") + report
+    install = (f"from pathlib import Path\nfrom workers import startup\nc, r = startup.cache_compiled(Path({str(cache)!r}))\n"
+               if cache else "")
+    report = ("stats = {'compiled': c.compiled, 'held': len(c.entries), 'regex': r.compiled, 'patterns': len(r.entries)}\n"
+              "startup.save()\nprint(json.dumps(stats))\n" if cache else "print('{}')\n")
+    script = install + CLASSES + report
     env = {**os.environ, "REKEY_CACHE_DIR": str(env_dir), "PYTHONPATH": str(ROOT)}
     got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
                          check=True).stdout.splitlines()
@@ -62,32 +77,32 @@ def _run(cache: Path | None, env_dir: Path) -> tuple[dict[str, object], dict[str
 
 
 def _cache_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("dataclasses-*.marshal"))
+    return sorted([*directory.glob("dataclasses-*.marshal"), *directory.glob("regex-*.marshal")])
 
 
 def test_classes_from_cached_code_behave_as_the_standard_librarys(tmp_path: Path) -> None:
     plain, _ = _run(None, tmp_path)
     first, stats1 = _run(tmp_path / "c", tmp_path / "c")
     assert first == plain
-    assert stats1["compiled"] > 10          # every generated method compiled once...
-    assert len(_cache_files(tmp_path / "c")) == 1
+    assert stats1["compiled"] > 10 and stats1["regex"] >= 5   # every generated method and pattern compiled...
+    assert len(_cache_files(tmp_path / "c")) == 2
     again, stats2 = _run(tmp_path / "c", tmp_path / "c")
     assert again == plain
-    assert stats2["compiled"] == 0           # ...and read from the cache by the next process
-    assert stats2["held"] == stats1["held"]
+    assert stats2["compiled"] == 0 and stats2["regex"] == 0  # ...and read from the caches by the next process
+    assert stats2["held"] == stats1["held"] and stats2["patterns"] == stats1["patterns"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not marshal data", b"\xe9\x00\x00\x00\x00"])
 def test_a_broken_cache_is_passed_over_and_written_anew(tmp_path: Path, content: bytes) -> None:
     plain, _ = _run(None, tmp_path)
     _run(tmp_path, tmp_path)
-    [path] = _cache_files(tmp_path)
-    path.write_bytes(content)
+    for path in _cache_files(tmp_path):
+        path.write_bytes(content)
     got, stats = _run(tmp_path, tmp_path)
     assert got == plain
-    assert stats["compiled"] > 10
+    assert stats["compiled"] > 10 and stats["regex"] >= 5
     _, again = _run(tmp_path, tmp_path)
-    assert again["compiled"] == 0
+    assert again["compiled"] == 0 and again["regex"] == 0
 
 
 def test_an_unwritable_cache_folder_costs_nothing_but_the_compiling(tmp_path: Path) -> None:
@@ -105,4 +120,4 @@ def test_the_console_script_installs_the_cache_and_writes_it(tmp_path: Path) -> 
                            "from engine.launch import entry\nentry()", "plan", "-c", str(config)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "missing.toml" in done.stderr   # a config error, one line
-    assert len(_cache_files(tmp_path)) == 1
+    assert len(_cache_files(tmp_path)) == 2
