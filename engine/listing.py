@@ -6,6 +6,8 @@ import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
+import anyio
+
 from engine.config import Config
 from workers.cse import INSTRUCTION_SUFFIX
 from workers.model import ObjectRef
@@ -127,6 +129,7 @@ class DestinationIndex:
         self._buffer: list[ObjectRef] = []
         self._at = 0
         self._done = False
+        self._filling = anyio.Lock()
 
     def dest_key(self, key: str) -> str:
         rest = key[len(self._src_prefix):] if key.startswith(self._src_prefix) else key
@@ -150,6 +153,17 @@ class DestinationIndex:
                 return head if head.key == key else None
             if self._done:
                 return None
+            await self._next_page()
+
+    async def prefetch(self) -> None:
+        """Fetch the first page now, beside the source's first page, rather than once that has come."""
+        if not self._buffer and not self._done:
+            await self._next_page()
+
+    async def _next_page(self) -> None:
+        async with self._filling:   # `prefetch` and `annotate` may ask at once: one fetch, then the other looks
+            if self._at < len(self._buffer) or self._done:
+                return
             try:
                 self._buffer, self._at = list(await anext(self._pages)), 0
             except StopAsyncIteration:

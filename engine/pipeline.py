@@ -220,16 +220,16 @@ async def probe_tags_beside(config: Config, job: Job) -> None:
 
 async def preflight(config: Config, job: Job) -> None:
     """Before the first write: the target encryption is really applied by this endpoint, and what this
-    endpoint can do is known. Runs while the listing starts (see Run.run). The target probe goes first (a
-    refused or unapplied target stops the run before any other scratch write); the other checks then go
-    at once."""
+    endpoint can do is known. Runs while the listing starts (see Run.run). The target probe goes first of
+    the scratch writes (a refused or unapplied target stops the run before any other); the source's website
+    check, a read, goes beside it, and the other checks once it has passed."""
     target = config.target
     caps = job.caps
-    if target.mode != Mode.CSE:
-        await _probe_target_applied(config, job)
     async with anyio.create_task_group() as tg:
         if job.policy.copy_first and not job.in_place and caps.current.copy_first is not False:
             tg.start_soon(_check_website, job)
+        if target.mode != Mode.CSE:
+            await _probe_target_applied(config, job)
         if job.in_place and caps.current.if_match is None:
             tg.start_soon(_probe_if_match, job)
         if target.mode != Mode.CSE:
@@ -374,7 +374,12 @@ class Run:
             todo = await self.acp.run(lambda: cp.add_listed(refs, position=pos, done=last, key_range=key_range))
             await self._send_todo(send, todo, indexes[key_range.lo])
 
-        await list_ranges(ranges, pages_of, on_page)
+        async def on_start(key_range: KeyRange) -> None:
+            index = indexes[key_range.lo]
+            if index is not None:
+                await index.prefetch()
+
+        await list_ranges(ranges, pages_of, on_page, on_start)
 
     async def _resend_unfinished(self, send: MemoryObjectSendStream[Item]) -> None:
         """Objects an earlier run listed and did not finish, page by page (marked queued in the checkpoint,

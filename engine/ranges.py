@@ -14,9 +14,10 @@ its position the last row of that file consumed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -115,10 +116,11 @@ PageSink = Callable[[KeyRange, list[ObjectRef], str, bool], Awaitable[None]]
 Pages = AsyncIterator[tuple[list[ObjectRef], str, bool]]   # (wanted refs, position, last page?)
 
 
-async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange], Pages],
-                      on_page: PageSink) -> None:
+async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange], Pages], on_page: PageSink,
+                      on_start: Callable[[KeyRange], Coroutine[Any, Any, None]] | None = None) -> None:
     """List the unfinished ranges, RANGE_LISTERS at once; `on_page(range, wanted refs, position, last)` is
-    called for each page of a range in order (the pages of different ranges interleave)."""
+    called for each page of a range in order (the pages of different ranges interleave). `on_start(range)`
+    runs beside the range's listing as it begins (the destination's first page, fetched meanwhile)."""
     todo = [r for r in ranges if not r.done]
     send, recv = anyio.create_memory_object_stream[KeyRange](len(todo) or 1)
     for r in todo:
@@ -127,8 +129,11 @@ async def list_ranges(ranges: Sequence[KeyRange], pages_of: Callable[[KeyRange],
 
     async def lister() -> None:
         async for key_range in recv:
-            async for refs, position, last in pages_of(key_range):
-                await on_page(key_range, refs, position, last)
+            async with anyio.create_task_group() as beside:
+                if on_start is not None:
+                    beside.start_soon(on_start, key_range)
+                async for refs, position, last in pages_of(key_range):
+                    await on_page(key_range, refs, position, last)
 
     async with anyio.create_task_group() as tg:
         for _ in range(min(RANGE_LISTERS, len(todo))):

@@ -65,10 +65,10 @@ print(json.dumps(out, sort_keys=True))
 
 
 def _run(cache: Path | None, env_dir: Path) -> tuple[dict[str, object], dict[str, int]]:
-    install = (f"from pathlib import Path\nfrom workers import startup\nc, r = startup.cache_compiled(Path({str(cache)!r}))\n"
-               if cache else "")
-    report = ("stats = {'compiled': c.compiled, 'held': len(c.entries), 'regex': r.compiled, 'patterns': len(r.entries)}\n"
-              "startup.save()\nprint(json.dumps(stats))\n" if cache else "print('{}')\n")
+    install = ("from pathlib import Path\nfrom workers import startup\n"
+               f"c, r = startup.cache_compiled(Path({str(cache)!r}))\n" if cache else "")
+    report = ("stats = {'compiled': c.compiled, 'held': len(c.entries), 'regex': r.compiled,"
+              " 'patterns': len(r.entries)}\nstartup.save()\nprint(json.dumps(stats))\n" if cache else "print('{}')\n")
     script = install + CLASSES + report
     env = {**os.environ, "REKEY_CACHE_DIR": str(env_dir), "PYTHONPATH": str(ROOT)}
     got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
