@@ -337,16 +337,28 @@ class Run:
         cp = self.acp.sync
         ranges = await self.acp.run(cp.key_ranges)
         listed = Listed()   # the pages learn_ranges lists, handed out again rather than listed twice
+        first: DestinationIndex | None = None
         if not ranges or new_pass:
             if ranges and new_pass:   # the same ranges again, from their start
                 ranges = [KeyRange(r.lo, r.hi, r.lo) for r in ranges]
             elif position:            # an earlier version's listing, stopped at `position`: go on from there
                 ranges = [KeyRange("", None, position)]
             else:
-                ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix, listed)
+                ranges, first = await self._learn_ranges(listed)
             await self.acp.run(cp.set_key_ranges, ranges)
         source, bucket = self.job.source, self.job.src.bucket
-        await self._list_ranges(send, ranges, lambda r: key_range_pages(source, bucket, self.key_filter, r, listed))
+        await self._list_ranges(send, ranges, lambda r: key_range_pages(source, bucket, self.key_filter, r, listed),
+                                first)
+
+    async def _learn_ranges(self, listed: Listed) -> tuple[list[KeyRange], DestinationIndex | None]:
+        """A first listing's key ranges, with the destination's first page fetched meanwhile (for the range
+        that starts the bucket)."""
+        first = self._index("")
+        async with anyio.create_task_group() as tg:
+            if first is not None:
+                tg.start_soon(first.prefetch)
+            ranges = await learn_ranges(self.job.source, self.job.src.bucket, self.key_filter.prefix, listed)
+        return ranges, first
 
     async def _list_manifest(self, send: MemoryObjectSendStream[Item], position: str, *, new_pass: bool) -> None:
         """A manifest.json of several data files: one range per file, listed at once; else in one sequence."""
@@ -366,9 +378,12 @@ class Run:
             manifest, by_range[r.lo], self.key_filter, bucket=self.job.src.bucket, start_after=r.position))
 
     async def _list_ranges(self, send: MemoryObjectSendStream[Item], ranges: list[KeyRange],
-                           pages_of: Callable[[KeyRange], AsyncIterator[tuple[list[ObjectRef], str, bool]]]) -> None:
+                           pages_of: Callable[[KeyRange], AsyncIterator[tuple[list[ObjectRef], str, bool]]],
+                           first: DestinationIndex | None = None) -> None:
+        """`first`: the destination index of the range that starts the bucket from its start, if made already."""
         cp = self.acp.sync
-        indexes = {r.lo: self._index(r.position) for r in ranges if not r.done}
+        indexes = {r.lo: first if first is not None and not r.lo and not r.position else self._index(r.position)
+                   for r in ranges if not r.done}
 
         async def on_page(key_range: KeyRange, refs: list[ObjectRef], pos: str, last: bool) -> None:
             todo = await self.acp.run(lambda: cp.add_listed(refs, position=pos, done=last, key_range=key_range))
