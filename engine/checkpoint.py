@@ -162,6 +162,11 @@ UNFINISHED_PAGE = 1000  # rows per read of unfinished objects
 TODO_STATES = (State.PENDING.value, State.IN_PROGRESS.value, State.FAILED.value, State.CHANGED.value)
 
 
+# The object read or listed with this ETag is rekey's journaled write and the source's ETag is known: the
+# row keeps the source's size and ETag (a manifest without ETags leaves them to what was read).
+_OURS = "new_etag = {0} AND etag IS NOT NULL AND etag != ''"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRow:
     """One object as the checkpoint knows it."""
@@ -384,11 +389,13 @@ class Checkpoint:
             ours = ref.etag in (row["etag"], row["new_etag"])
             if row["state"] in (State.DONE.value, State.SKIPPED.value) and ours:
                 continue  # finished in an earlier pass and unchanged since
-            # Someone else's write since: the source mode seen before is not this object's.
+            # Someone else's write since: the source mode seen before is not this object's. rekey's own write
+            # (its ETag journaled, its outcome not yet recorded): the source's size and ETag stay, as proof.
             self._conn.execute(
-                "UPDATE objects SET size = ?, etag = ?, state = 'pending', listed_at = ?, "
+                f"UPDATE objects SET size = CASE WHEN {_OURS.format('?')} THEN size ELSE ? END, "
+                f"etag = CASE WHEN {_OURS.format('?')} THEN etag ELSE ? END, state = 'pending', listed_at = ?, "
                 "source_mode = CASE WHEN ? THEN source_mode END WHERE key = ? AND version_id = ?",
-                (ref.size, ref.etag, now, ours, ref.key, vid))
+                (ref.etag, ref.size, ref.etag, ref.etag, now, ours, ref.key, vid))
             todo.append(ref)
         return todo
 
@@ -454,13 +461,22 @@ class Checkpoint:
                 "target_mode = ?, last_error = ?, error_kind = ?, new_etag = COALESCE(?, new_etag), "
                 "bytes_copied = ?, bytes_through_client = ?, retries = retries + ?, attempts = attempts + 1, "
                 "plaintext_sha256 = COALESCE(?, plaintext_sha256), finished_at = ?, actor = ?, "
-                "size = COALESCE(?, size), etag = COALESCE(?, etag) WHERE key = ? AND version_id = ?",
+                # what was read is rekey's journaled write (a resumed run): the source's size and ETag stay
+                f"size = CASE WHEN {_OURS.format('?15')} THEN size ELSE COALESCE(?14, size) END, "
+                f"etag = CASE WHEN {_OURS.format('?15')} THEN etag ELSE COALESCE(?15, etag) END "
+                "WHERE key = ?16 AND version_id = ?17",
                 [(o.state.value, o.action.value if o.action else None,
                   o.source_mode.value if o.source_mode else None,
                   o.target_mode.value if o.target_mode else None,
                   o.error, o.error_kind, o.new_etag, o.bytes_copied, o.bytes_through_client, o.retries,
                   o.plaintext_sha256, now, actor, o.size, o.etag or None, o.key, o.version_id or "")
                  for o, actor in zip(outcomes, who, strict=True)])
+
+    def record_written(self, key: str, version_id: str, etag: str) -> None:
+        """In place, the ETag of rekey's write, before its outcome (see ObjectJournal.written)."""
+        with self._tx():
+            self._conn.execute("UPDATE objects SET new_etag = ? WHERE key = ? AND version_id = ?",
+                               (etag, key, version_id))
 
     def record_source_mode(self, key: str, version_id: str, mode: Mode) -> None:
         """The source mode as found, before a write that replaces the object (kept if one is known)."""
@@ -575,9 +591,13 @@ class Checkpoint:
         return [PartResult(r[0], r[1], r[2]) for r in self._conn.execute(
             "SELECT part_number, etag, size FROM parts WHERE upload_id = ? ORDER BY part_number", (upload_id,))]
 
-    def finish_upload(self, key: str, version_id: str, upload_id: str) -> None:
-        """Forget an upload (or an upload intent, id "") once completed or aborted."""
+    def finish_upload(self, key: str, version_id: str, upload_id: str, etag: str | None = None) -> None:
+        """Forget an upload (or an upload intent, id "") once completed or aborted; `etag`: in place, the
+        completed object's, journaled as rekey's write (see record_written)."""
         with self._tx():
+            if etag:
+                self._conn.execute("UPDATE objects SET new_etag = ? WHERE key = ? AND version_id = ?",
+                                   (etag, key, version_id))
             if upload_id:
                 self._conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             self._conn.execute("DELETE FROM uploads WHERE key = ? AND version_id = ? AND upload_id = ?",

@@ -53,9 +53,9 @@ class AsyncCheckpoint:
         if self._on_part is not None and key is not None:
             self._on_part(key, sum(p.size for p in parts))
 
-    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None:
+    async def upload_ended(self, ref: ObjectRef, upload_id: str, etag: str | None = None) -> None:
         self._upload_keys.pop(upload_id, None)
-        await self.run(self.sync.finish_upload, ref.key, ref.version_id or "", upload_id)
+        await self.run(self.sync.finish_upload, ref.key, ref.version_id or "", upload_id, etag)
 
     async def resume_point(self, ref: ObjectRef) -> UploadResume | None:
         def read() -> UploadResume | None:
@@ -81,6 +81,9 @@ class AsyncCheckpoint:
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
         return await self.run(self.sync.envelope_for, ref.key, ref.version_id or "")
+
+    async def written(self, ref: ObjectRef, etag: str) -> None:
+        await self.run(self.sync.record_written, ref.key, ref.version_id or "", etag)
 
     async def pending_envelope_keys(self) -> list[tuple[str, str]]:
         """(key, version id) of the envelopes waiting for their instruction file (a few: those a killed run

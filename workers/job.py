@@ -47,7 +47,9 @@ class PartJournal(Protocol):
 
     async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None: ...
 
-    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None: ...
+    async def upload_ended(self, ref: ObjectRef, upload_id: str, etag: str | None = None) -> None:
+        """The upload completed or was aborted; `etag`: in place, the completed object's ETag as answered,
+        recorded in the same transaction as rekey's write of `ref` (see ObjectJournal.written)."""
 
     async def resume_point(self, ref: ObjectRef) -> UploadResume | None: ...
 
@@ -60,9 +62,9 @@ class Retrier(Protocol):
 
 class ObjectJournal(Protocol):
     """Durable facts about one object recorded before a write that could lose them: the source mode as
-    found (in place, the write replaces what it was read from), and a new client-side envelope (wrapped
+    found (in place, the write replaces what it was read from), a new client-side envelope (wrapped
     key, no secret) to go in an instruction file after its data, so a run killed between the two writes
-    puts it again."""
+    puts it again, and (in place) the ETag of the write, recorded as soon as the server reports it."""
 
     async def source_seen(self, ref: ObjectRef, mode: Mode) -> None: ...
 
@@ -70,6 +72,11 @@ class ObjectJournal(Protocol):
                                instruction: Mapping[str, str]) -> None: ...
 
     async def envelope_written(self, ref: ObjectRef) -> None: ...
+
+    async def written(self, ref: ObjectRef, etag: str) -> None:
+        """In place, the ETag the server reports for rekey's write of `ref`, recorded before the checks that
+        follow it (metadata and tags, read-back): a run killed meanwhile relists the object as rekey's own
+        write, and the source's ETag and checksum stay the proof `verify --deep` compares with."""
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None: ...
 

@@ -47,6 +47,30 @@ async def _resume(job: Job, ref: ObjectRef, *, bucket: str, key: str, kind: str,
 INTENT_SKEW = 600.0
 
 
+def multipart_etag(parts: Sequence[PartResult]) -> str | None:
+    """The ETag S3 gives the object these parts complete: the MD5 of their MD5s, then "-" and their count
+    (None when a part's ETag is not an MD5)."""
+    try:
+        digests = b"".join(bytes.fromhex(p.etag.strip('"')) for p in sorted(parts, key=lambda p: p.part_number))
+    except ValueError:
+        return None
+    if len(digests) != 16 * len(parts):
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+async def adopt_completed(job: Job, ref: ObjectRef, point: UploadResume, etag: str | None) -> None:
+    """In place, a run killed while its CompleteMultipartUpload was on the way leaves the upload completed on
+    the server and its end unrecorded: the object now carries the ETag its recorded parts make. That is
+    rekey's own write, journaled as such (ObjectJournal.written) so its outcome keeps the source's ETag
+    and checksum as the proof `verify --deep` compares with."""
+    objects = job.hooks.objects
+    if not job.in_place or objects is None or not etag or not point.upload_id or not point.parts:
+        return
+    if etag.strip('"') == multipart_etag(point.parts):
+        await objects.written(ref, etag)
+
+
 async def abandon(job: Job, ref: ObjectRef, point: UploadResume) -> None:
     """Abort an earlier upload of this object and forget it. For an intent (killed between
     CreateMultipartUpload and recording its id), abort the uploads of exactly that destination key
@@ -143,7 +167,7 @@ async def run_multipart(
         await _fail(job, ref, bucket, key, upload_id, exc)  # cancellation: kept for the next run
         raise
     if job.journal is not None:
-        await job.journal.upload_ended(ref, upload_id)
+        await job.journal.upload_ended(ref, upload_id, etag=resp.etag if job.in_place else None)
     return resp, reused
 
 
@@ -257,5 +281,5 @@ async def run_ordered_upload(
         await _fail(job, ref, bucket, key, upload_id, exc)
         raise
     if job.journal is not None:
-        await job.journal.upload_ended(ref, upload_id)
+        await job.journal.upload_ended(ref, upload_id, etag=done.etag if job.in_place else None)
     return done

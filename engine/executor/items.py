@@ -12,7 +12,7 @@ from engine.retry import Throttle
 from workers.core.migrate import migrate_object
 from workers.job import Job
 from workers.model import Action, ObjectRef, Outcome, State
-from workers.multipart import abandon
+from workers.multipart import abandon, adopt_completed
 from workers.versions import migrate_versions
 
 
@@ -71,5 +71,6 @@ async def migrate_item(ctx: ItemContext, item: Item, *, had_upload: bool = False
     if had_upload and job.journal is not None:
         point = await job.journal.resume_point(item)
         if point is not None:
+            await adopt_completed(job, item, point, outcome.etag)
             await abandon(job, item, point)
     return [outcome]

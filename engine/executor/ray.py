@@ -129,8 +129,8 @@ class ActorHooks:
     async def parts_done(self, upload_id: str, parts: Sequence[PartResult]) -> None:
         await self._send("parts_done", upload_id, list(parts))
 
-    async def upload_ended(self, ref: ObjectRef, upload_id: str) -> None:
-        await self._send("upload_ended", ref, upload_id)
+    async def upload_ended(self, ref: ObjectRef, upload_id: str, etag: str | None = None) -> None:
+        await self._send("upload_ended", ref, upload_id, etag)
         key = (ref.key, ref.version_id or "")
         if key in self._resumes and self._resumes[key].upload_id == upload_id:
             del self._resumes[key]
@@ -165,6 +165,9 @@ class ActorHooks:
 
     async def pending_envelope(self, ref: ObjectRef) -> PendingEnvelope | None:
         return self._envelopes.get((ref.key, ref.version_id or ""))
+
+    async def written(self, ref: ObjectRef, etag: str) -> None:
+        await self._send("written", ref, etag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +390,8 @@ class RayExecutor:
             return
         if kind == "source_seen":
             await objects.source_seen(*args)
+        elif kind == "written":
+            await objects.written(*args)
         elif kind == "envelope_pending":
             ref, dest_key, old_etag, instruction = args
             await objects.envelope_pending(ref, dest_key=dest_key, old_etag=old_etag, instruction=instruction)

@@ -17,7 +17,14 @@ from workers.capabilities import Fact, copy_applies, named, part_copy_from
 from workers.core.decide import Strategy
 from workers.core.learn import Learned, head_source
 from workers.core.outcome import Written
-from workers.core.verify import calibrate, check_written, response_trusted, verified, verify_error
+from workers.core.verify import (
+    calibrate,
+    check_written,
+    journal_written,
+    response_trusted,
+    verified,
+    verify_error,
+)
 from workers.cse import ContentAlg, Envelope
 from workers.errors import ObjectGoneError, UnsupportedError, VerifyError, WrongKeyError
 from workers.job import CseSettings, Job
@@ -114,12 +121,16 @@ async def _server_side(a: Attempt, strategy: Strategy) -> Written:
     cal = await readback.before_write(job, a.ref, head, path, hold=job.in_place) \
         if trusted is None and job.verify else None
     response = await _send_copy(a, strategy)
+    if strategy == Strategy.COPY:   # a multipart copy's ETag is journaled with the end of its upload
+        await journal_written(job, a.ref, response.etag)
     if strategy == Strategy.COPY and job.verify_auto and response_trusted(job, head.encryption.mode) and \
             cal is None and sse.mismatch(response.encryption, job.target) is None and not a.tags:
         return Written(strategy, bytes_copied=head.size, new_etag=response.etag or None)
     if not job.verify:
         return Written(strategy, bytes_copied=head.size)
     written, why = await check_written(job, a.dest_key, head.size)
+    if written.etag != response.etag:   # the server reports another ETag than it answered: that one is kept
+        await journal_written(job, a.ref, written.etag)
     if strategy == Strategy.COPY and job.verify_auto:
         await calibrate(job, head.encryption.mode, response, written)
     if why is not None:
@@ -188,10 +199,14 @@ async def stream(a: Attempt) -> Written:
     job = a.job
     cal = await _stream_calibration(a)
     held = a.held.held if a.held is not None else None
-    through = (await stream_copy(job, a.ref, a.head, tags=a.tags, held=held)).bytes_through_client
+    result = await stream_copy(job, a.ref, a.head, tags=a.tags, held=held)
+    through = result.bytes_through_client
+    await journal_written(job, a.ref, result.written.etag)
     if not job.verify:
         return Written(Strategy.STREAM, bytes_through_client=through)
     written, why = await check_written(job, a.dest_key, a.head.size)
+    if written.etag != result.written.etag:   # the server reports another ETag than it answered
+        await journal_written(job, a.ref, written.etag)
     if why is not None and _directory_marker(a, written):
         return Written(Strategy.STREAM, bytes_through_client=through, new_etag=written.etag,
                        reason=DIRECTORY_MARKER, settled=True)

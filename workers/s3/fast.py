@@ -59,12 +59,7 @@ from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, s
 HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
                      Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
                      Op.GET_OBJECT_TAGGING, Op.GET_BUCKET_WEBSITE, Op.CREATE_MULTIPART_UPLOAD,
-                     Op.ABORT_MULTIPART_UPLOAD, Op.LIST_PARTS})
-# CompleteMultipartUpload has its answer reader (workers.s3.answers.complete_answer, checked against botocore's
-# by the parity and transport tests) but stays on botocore: sent fast, it moved the timing of in-place
-# multipart runs so that kills in the chaos test landed between a completed upload and its recorded outcome
-# (the read-back of a calibrating object), leaving objects that resume correctly but that `verify --deep`
-# can only size-check. Journaling the completed write before its verification comes first.
+                     Op.ABORT_MULTIPART_UPLOAD, Op.LIST_PARTS, Op.COMPLETE_MULTIPART_UPLOAD})
 
 
 _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | None]
