@@ -11,152 +11,34 @@ scanning a row per object.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.checkpoint_db import (
+    ADDED_COLUMNS,
+    REBUILD_TOTALS,
+    SCHEMA_AFTER_COLUMNS,
+    SCHEMA_VERSION,
+    Transaction,
+    connect,
+    connect_read_only,
+    database_error_message,
+)
+from engine.checkpoint_rows import ObjectRow, Totals, UploadRow, row_of
 from engine.lock import unwritable_message
 from workers.errors import CheckpointError
-from workers.model import Action, KeyRange, Mode, ObjectRef, Outcome, PartResult, PendingEnvelope, State
+from workers.model import KeyRange, Mode, ObjectRef, Outcome, PartResult, PendingEnvelope, State
 
 if TYPE_CHECKING:
     from engine.config import Config
 
-SCHEMA_VERSION = "1"
+__all__ = ["Checkpoint", "ObjectRow", "Totals", "UploadRow", "database_error_message", "open_checkpoint",
+           "settings_differ"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS objects (
-    key TEXT NOT NULL,
-    version_id TEXT NOT NULL DEFAULT '',
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    source_mode TEXT,
-    target_mode TEXT,
-    action TEXT,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    retries INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    error_kind TEXT,
-    new_etag TEXT,
-    bytes_copied INTEGER NOT NULL DEFAULT 0,
-    bytes_through_client INTEGER NOT NULL DEFAULT 0,
-    plaintext_sha256 TEXT,
-    listed_at REAL,
-    started_at REAL,
-    finished_at REAL,
-    actor TEXT,
-    queued_run INTEGER,
-    PRIMARY KEY (key, version_id)
-);
-CREATE TABLE IF NOT EXISTS uploads (
-    key TEXT NOT NULL,
-    version_id TEXT NOT NULL DEFAULT '',
-    upload_id TEXT NOT NULL,
-    dest_bucket TEXT NOT NULL,
-    dest_key TEXT NOT NULL,
-    part_size INTEGER NOT NULL,
-    source_etag TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (key, version_id)
-);
-CREATE TABLE IF NOT EXISTS parts (
-    upload_id TEXT NOT NULL,
-    part_number INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (upload_id, part_number)
-);
-CREATE TABLE IF NOT EXISTS envelopes (
-    key TEXT NOT NULL,
-    version_id TEXT NOT NULL DEFAULT '',
-    dest_key TEXT NOT NULL,
-    old_etag TEXT NOT NULL,
-    instruction TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (key, version_id)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    exit_code INTEGER,
-    summary TEXT
-);
-"""
-
-# Columns added after the first schema: (name, declaration) for ALTER TABLE on older checkpoints.
-_ADDED_COLUMNS = (("actor", "TEXT"), ("queued_run", "INTEGER"))
-
-# The index for unfinished rows in key order (replaces the old one on state alone), and the aggregates.
-_SCHEMA_AFTER_COLUMNS = """
-DROP INDEX IF EXISTS objects_state;
-CREATE INDEX IF NOT EXISTS objects_state_key ON objects (state, key, version_id);
-CREATE TABLE IF NOT EXISTS listing_ranges (
-    lo TEXT PRIMARY KEY,
-    hi TEXT,
-    position TEXT NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS totals (
-    state TEXT NOT NULL,
-    source_mode TEXT NOT NULL,
-    action TEXT NOT NULL,
-    objects INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    bytes_copied INTEGER NOT NULL DEFAULT 0,
-    bytes_through_client INTEGER NOT NULL DEFAULT 0,
-    retries INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (state, source_mode, action)
-);
-CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON objects BEGIN
-    INSERT OR IGNORE INTO totals (state, source_mode, action)
-        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
-    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
-        bytes_copied = bytes_copied + NEW.bytes_copied,
-        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
-        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
-        AND action = COALESCE(NEW.action, '');
-END;
-CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON objects BEGIN
-    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
-        bytes_copied = bytes_copied - OLD.bytes_copied,
-        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
-        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
-        AND action = COALESCE(OLD.action, '');
-END;
-CREATE TRIGGER IF NOT EXISTS totals_update
-AFTER UPDATE OF state, source_mode, action, size, bytes_copied, bytes_through_client, retries ON objects BEGIN
-    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
-        bytes_copied = bytes_copied - OLD.bytes_copied,
-        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
-        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
-        AND action = COALESCE(OLD.action, '');
-    INSERT OR IGNORE INTO totals (state, source_mode, action)
-        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
-    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
-        bytes_copied = bytes_copied + NEW.bytes_copied,
-        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
-        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
-        AND action = COALESCE(NEW.action, '');
-END;
-"""
-_REBUILD_TOTALS = """
-DELETE FROM totals;
-INSERT INTO totals (state, source_mode, action, objects, bytes, bytes_copied, bytes_through_client, retries)
-    SELECT state, COALESCE(source_mode, ''), COALESCE(action, ''), COUNT(*), COALESCE(SUM(size), 0),
-           COALESCE(SUM(bytes_copied), 0), COALESCE(SUM(bytes_through_client), 0), COALESCE(SUM(retries), 0)
-    FROM objects GROUP BY 1, 2, 3;
-"""
 UNFINISHED_PAGE = 1000  # rows per read of unfinished objects
 
 TODO_STATES = (State.PENDING.value, State.IN_PROGRESS.value, State.FAILED.value, State.CHANGED.value)
@@ -165,71 +47,6 @@ TODO_STATES = (State.PENDING.value, State.IN_PROGRESS.value, State.FAILED.value,
 # The object read or listed with this ETag is rekey's journaled write and the source's ETag is known: the
 # row keeps the source's size and ETag (a manifest without ETags leaves them to what was read).
 _OURS = "new_etag = {0} AND etag IS NOT NULL AND etag != ''"
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRow:
-    """One object as the checkpoint knows it."""
-
-    key: str
-    version_id: str
-    size: int
-    etag: str
-    source_mode: Mode | None
-    target_mode: Mode | None
-    action: Action | None
-    state: State
-    attempts: int
-    retries: int
-    last_error: str | None
-    error_kind: str | None
-    new_etag: str | None
-    bytes_copied: int
-    bytes_through_client: int
-    plaintext_sha256: str | None
-    actor: str | None = None
-
-    def ref(self) -> ObjectRef:
-        return ObjectRef(self.key, self.size, self.etag, self.version_id or None)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadRow:
-    """A multipart upload rekey started and has not finished or aborted."""
-
-    key: str
-    version_id: str
-    upload_id: str
-    dest_bucket: str
-    dest_key: str
-    part_size: int
-    source_etag: str
-    kind: str
-    created_at: float = 0.0
-
-
-def _row(r: sqlite3.Row) -> ObjectRow:
-    return ObjectRow(
-        key=r["key"], version_id=r["version_id"], size=r["size"], etag=r["etag"],
-        source_mode=Mode(r["source_mode"]) if r["source_mode"] else None,
-        target_mode=Mode(r["target_mode"]) if r["target_mode"] else None,
-        action=Action(r["action"]) if r["action"] else None,
-        state=State(r["state"]), attempts=r["attempts"], retries=r["retries"],
-        last_error=r["last_error"], error_kind=r["error_kind"], new_etag=r["new_etag"],
-        bytes_copied=r["bytes_copied"], bytes_through_client=r["bytes_through_client"],
-        plaintext_sha256=r["plaintext_sha256"], actor=r["actor"] if "actor" in r.keys() else None,  # noqa: SIM118 (Row: in = values)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Objects and bytes of one group of rows, from the aggregates."""
-
-    objects: int = 0
-    bytes: int = 0
-    bytes_copied: int = 0
-    bytes_through_client: int = 0
-    retries: int = 0
 
 
 class Checkpoint:
@@ -253,7 +70,7 @@ class Checkpoint:
         if exists and path.is_dir():
             raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
         try:
-            conn = _connect_read_only(path) if read_only else _connect(path, exists=exists)
+            conn = connect_read_only(path) if read_only else connect(path, exists=exists)
             cp = cls(conn, path)
             if not read_only:
                 cp._upgrade()
@@ -284,21 +101,21 @@ class Checkpoint:
         """Bring a checkpoint written by an earlier version up to this schema (columns, index, totals)."""
         have = {r[1] for r in self._conn.execute("PRAGMA table_info(objects)")}
         with self._tx():
-            for name, decl in _ADDED_COLUMNS:
+            for name, decl in ADDED_COLUMNS:
                 if name not in have:
                     self._conn.execute(f"ALTER TABLE objects ADD COLUMN {name} {decl}")
-        self._conn.executescript(_SCHEMA_AFTER_COLUMNS)
+        self._conn.executescript(SCHEMA_AFTER_COLUMNS)
         if self.get_meta("totals") != "1":   # older checkpoint: totals from one scan, then kept by triggers
             with self._tx():
-                for statement in _REBUILD_TOTALS.strip().split(";\n"):
+                for statement in REBUILD_TOTALS.strip().split(";\n"):
                     self._conn.execute(statement)
                 self._set_meta("totals", "1")
 
     def close(self) -> None:
         self._conn.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _tx(self) -> Transaction:
+        return Transaction(self._conn)
 
     # --- meta ----------------------------------------------------------------------------------------
 
@@ -411,7 +228,7 @@ class Checkpoint:
                 "SELECT * FROM objects WHERE state = ? AND (key, version_id) > (?, ?) "
                 "AND queued_run IS NOT ? ORDER BY key, version_id LIMIT ?",
                 (s, key, vid, self.run_id, limit - len(rows)))
-            rows += [_row(r) for r in cur]
+            rows += [row_of(r) for r in cur]
             if len(rows) >= limit:
                 break
             key, vid = "", ""
@@ -439,7 +256,7 @@ class Checkpoint:
         cur = self._conn.execute(
             f"SELECT * FROM objects WHERE state IN ({','.join('?' * len(TODO_STATES))}) ORDER BY key",
             TODO_STATES)
-        return [_row(r) for r in cur]
+        return [row_of(r) for r in cur]
 
     # --- objects -------------------------------------------------------------------------------------
 
@@ -475,8 +292,10 @@ class Checkpoint:
     def record_written(self, key: str, version_id: str, etag: str) -> None:
         """In place, the ETag of rekey's write, before its outcome (see ObjectJournal.written)."""
         with self._tx():
-            self._conn.execute("UPDATE objects SET new_etag = ? WHERE key = ? AND version_id = ?",
-                               (etag, key, version_id))
+            self._journal_written(key, version_id, etag)
+
+    def _journal_written(self, key: str, version_id: str, etag: str) -> None:
+        self._conn.execute("UPDATE objects SET new_etag = ? WHERE key = ? AND version_id = ?", (etag, key, version_id))
 
     def record_source_mode(self, key: str, version_id: str, mode: Mode) -> None:
         """The source mode as found, before a write that replaces the object (kept if one is known)."""
@@ -516,7 +335,7 @@ class Checkpoint:
     def get(self, key: str, version_id: str = "") -> ObjectRow | None:
         r = self._conn.execute("SELECT * FROM objects WHERE key = ? AND version_id = ?",
                                (key, version_id)).fetchone()
-        return None if r is None else _row(r)
+        return None if r is None else row_of(r)
 
     def rows(self, states: Iterable[State] | None = None) -> Iterator[ObjectRow]:
         if states is None:
@@ -527,7 +346,7 @@ class Checkpoint:
                 f"SELECT * FROM objects WHERE state IN ({','.join('?' * len(values))}) "
                 "ORDER BY key, version_id", values)
         for r in cur:
-            yield _row(r)
+            yield row_of(r)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{state: {"objects": n, "bytes": b}} over all rows, from the aggregates."""
@@ -554,7 +373,7 @@ class Checkpoint:
         """Up to `limit` rows in these states, in key order per state (the summary's list of failures)."""
         rows: list[ObjectRow] = []
         for s in states:
-            rows += [_row(r) for r in self._conn.execute(
+            rows += [row_of(r) for r in self._conn.execute(
                 "SELECT * FROM objects WHERE state = ? ORDER BY key, version_id LIMIT ?", (s.value, limit))]
         return sorted(rows, key=lambda r: (r.key, r.version_id))[:limit]
 
@@ -596,8 +415,7 @@ class Checkpoint:
         completed object's, journaled as rekey's write (see record_written)."""
         with self._tx():
             if etag:
-                self._conn.execute("UPDATE objects SET new_etag = ? WHERE key = ? AND version_id = ?",
-                                   (etag, key, version_id))
+                self._journal_written(key, version_id, etag)
             if upload_id:
                 self._conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             self._conn.execute("DELETE FROM uploads WHERE key = ? AND version_id = ? AND upload_id = ?",
@@ -630,56 +448,6 @@ class Checkpoint:
         return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY id")]
 
 
-def _connect(path: Path, *, exists: bool) -> sqlite3.Connection:
-    """A read-write connection in WAL mode. A new checkpoint is created 0600 first, so SQLite's -wal and
-    -shm files, which copy the database's mode, are private too; an older world-readable one is tightened."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not exists:
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        except FileExistsError:
-            pass
-    elif path.stat().st_mode & 0o077 and os.access(path, os.W_OK):
-        with contextlib.suppress(OSError):
-            path.chmod(0o600)
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
-    return conn
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that never writes. In a folder rekey cannot write, SQLite cannot make the -shm file a
-    WAL reader needs; then the file is read as immutable (what the last run left committed in it)."""
-    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("SELECT 1 FROM meta LIMIT 1")
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN" or os.access(path.parent, os.W_OK):
-            raise
-        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def database_error_message(path: Path, exc: sqlite3.Error) -> str:
-    """One line for an SQLite failure: only a corrupt file gets the advice to move it aside."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc):
-        return f"{path}: checkpoint is unusable ({exc}); move it aside to start afresh"
-    if name.startswith("SQLITE_FULL") or "disk is full" in str(exc):
-        return (f"{path}: cannot write the checkpoint: the disk is full; free space in {path.parent} and run "
-                "again to resume (everything recorded so far is kept)")
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or name == "SQLITE_AUTH":
-        return unwritable_message(path, str(exc))
-    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
-        return f"{path}: checkpoint is busy ({exc}); another process is writing it"
-    return f"{path}: checkpoint error ({exc})"
-
-
 def settings_differ(stored: Any, current: Mapping[str, Any] | None) -> str:
     """`target.kms_key_id differs ('a' then, 'b' now), ...`, or "" when either side is unknown."""
     if not isinstance(stored, dict) or current is None:
@@ -690,22 +458,6 @@ def settings_differ(stored: Any, current: Mapping[str, Any] | None) -> str:
         text = json.dumps(value, sort_keys=True)
         return text if len(text) <= 60 else text[:57] + "..."
     return "; ".join(f"{n} differs ({shown(stored.get(n))} then, {shown(current.get(n))} now)" for n in names)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error (the connection is in autocommit mode)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        else:
-            self._conn.execute("ROLLBACK")
 
 
 def open_checkpoint(config: Config, *, create: bool = True, read_only: bool = False) -> Checkpoint:

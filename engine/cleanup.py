@@ -20,7 +20,7 @@ from workers.multipart import INTENT_SKEW
 
 async def abort_uploads(config: Config, rows: list[UploadRow], *, dry_run: bool) -> tuple[list[str], int]:
     """(lines describing what was done to each of rekey's uploads, count of other uploads left alone)."""
-    from engine.pipeline import open_clients
+    from engine.job import open_clients
     dst = config.destination.location
     lines: list[str] = []
     async with open_clients(config) as (_, dest, _kms):

@@ -93,7 +93,7 @@ def entry() -> None:
     large run spends 0.1 s or more freeing memory. Everything rekey writes is closed by then."""
     timeline.pause_collector()   # until the first request (workers.timeline.started)
     code = main()
-    startup.save()   # the dataclasses' compiled code, if this process compiled new (engine.launch)
+    startup.save()   # the compiled-code caches, if this process compiled anything new (engine.launch)
     logging.shutdown()
     try:
         sys.stdout.flush()

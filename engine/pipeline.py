@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -16,40 +14,24 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.capabilities import CapabilityStore
 from engine.checkpoint import open_checkpoint
 from engine.completion import CompletionReport
-from engine.config import Config, CseKeyring, Noncurrent, UpdateInPlace
-from engine.executor import Batch, Executor, ExecutorStats, Finished, Item, ItemContext, WorkerContext
+from engine.config import Config, Noncurrent
+from engine.executor import Batch, Executor, ExecutorStats, Finished, Item
 from engine.executor import process_one as process_one  # re-exported: the per-object entry point
-from engine.executor.local import LocalExecutor
+from engine.job import check_transport, make_executor, make_job, open_clients
 from engine.journal import AsyncCheckpoint
 from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import data_file_pages, data_files, manifest_pages
+from engine.preflight import check_buckets, preflight, probe_tags_beside
 from engine.progress import Progress
 from engine.ranges import Listed, file_ranges, key_range_pages, learn_ranges, list_ranges
-from engine.retry import Retrier, Throttle, retrier_for
+from engine.retry import Retrier, Throttle
 from engine.versions import key_versions, version_groups
 from workers import timeline
-from workers.capabilities import CapabilityHook, LocalCapabilities, Topic, flag, named, target_applied
-from workers.carry import CAP_HEAD_COUNTS_TAGS, CAP_KEEPS_TAGS
-from workers.cse import CseFormat
 from workers.errors import ConfigError, first_fatal
-from workers.job import CseSettings, Hooks, Job, ObjectJournal, PartJournal, Policy, Route, UploadResume
-from workers.memory import SLACK, BufferPool, MemoryBudget
-from workers.model import Encryption, KeyRange, Mode, ObjectRef, Outcome, State
-from workers.probes import (
-    UnsafeTargetError,
-    check_bucket,
-    probe_if_match,
-    probe_part_copy_into_sse_c,
-    probe_tags,
-    probe_target,
-    website_configured,
-)
-from workers.s3 import S3, Endpoint, Kms
-from workers.serverside import IF_MATCH_COPY
-from workers.update_encryption import probe_update_encryption, why_not_applicable
+from workers.job import Job, UploadResume
+from workers.model import KeyRange, ObjectRef, Outcome, State
 
 FLUSH_EVERY = 64        # outcomes per checkpoint transaction
-STREAM_BUFFERS = 6      # part buffers read-and-not-yet-written, and as many waiting to upload, for the whole run
 FLUSH_SECONDS = 0.5
 log = logging.getLogger("rekey.pipeline")
 
@@ -74,185 +56,6 @@ class RunResult:
     executor: ExecutorStats = field(default_factory=lambda: ExecutorStats("local", 1))
     read_back: dict[str, int] = field(default_factory=dict)   # readback_<path>: objects read back right here
     timeline: dict[str, float] = field(default_factory=dict)  # milestone -> seconds since the process began
-
-
-def check_transport(config: Config) -> None:
-    """SSE-C keys never travel over plain HTTP (AWS refuses it; rekey refuses it everywhere), KMS data keys
-    not over plain HTTP to another machine; the environment's endpoint variables count (engine.transport)."""
-    from engine.transport import refuse_plain_http_kms, refuse_plain_http_sse_c
-    if config.source.sse_c_key is not None:
-        refuse_plain_http_sse_c("source", config.source.endpoint)
-    if config.target.mode == Mode.SSE_C:
-        which = "destination" if config.destination.endpoint is not config.source.endpoint else "source"
-        refuse_plain_http_sse_c(which, config.destination.endpoint)
-    if needs_kms(config):
-        refuse_plain_http_kms(config.kms or Endpoint(region=config.source.endpoint.region))
-
-
-@contextlib.asynccontextmanager
-async def open_clients(config: Config, retry: Retrier | None = None) -> AsyncIterator[tuple[S3, S3, Kms | None]]:
-    """Source, destination (the same client when they share the endpoint) and KMS when client-side
-    encryption may be involved; every request retried under `retry` (by default one of the run's settings)."""
-    retry = retry or retrier_for(config.run.max_retries, config.run.concurrency)
-    async with contextlib.AsyncExitStack() as stack:
-        source = await stack.enter_async_context(S3.open(config.source.endpoint, retry=retry))
-        dest = source
-        if config.destination.endpoint is not config.source.endpoint:
-            dest = await stack.enter_async_context(S3.open(config.destination.endpoint, retry=retry))
-        kms = None
-        if needs_kms(config):
-            endpoint = config.kms or Endpoint(region=config.source.endpoint.region)
-            kms = await stack.enter_async_context(Kms.open(endpoint, retry=retry))
-        # What exists now (modules, botocore's service models: some 150,000 objects) lives as long as the run:
-        # out of the cyclic collector's sight, each full collection no longer walks it (0.1-0.15 s each).
-        gc.freeze()
-        yield source, dest, kms
-
-
-def needs_kms(config: Config) -> bool:
-    t = config.target
-    return t.mode == Mode.CSE or t.allow_client_side_decrypt or config.kms is not None
-
-
-def cse_settings(config: Config, kms: Kms | None) -> CseSettings | None:
-    """Keyrings for a run: the target's, and every configured key that may open a client-side source."""
-    t = config.target
-    if not needs_kms(config) and not config.source.cse.aes_keys and not config.source.cse.rsa_private_keys_pem:
-        return None
-    # the keyrings load cryptography: a run without client-side encryption never imports them
-    from workers.cse import AesKeyring, Keyring, KmsKeyring, MultiKeyring, RsaKeyring
-    target: Keyring | None = None
-    if t.cse is not None:
-        if t.cse.keyring == CseKeyring.KMS:
-            if kms is None:
-                raise ConfigError("kms: a KMS endpoint is needed for keyring = \"kms\"")
-            target = KmsKeyring(kms, t.cse.kms_key_id or "", dict(t.cse.encryption_context))
-        elif t.cse.keyring == CseKeyring.AES:
-            assert t.cse.aes_key is not None
-            target = AesKeyring(t.cse.aes_key, dict(t.cse.material_description) or None)
-        else:
-            target = RsaKeyring(t.cse.public_key_pem, t.cse.check_key_pem, dict(t.cse.material_description) or None)
-    src = config.source.cse
-    sources: list[Keyring] = []
-    if kms is not None:
-        ctx = dict(src.encryption_context) if src.encryption_context is not None else None
-        sources.append(KmsKeyring(kms, "", ctx))
-    sources += [AesKeyring(k) for k in src.aes_keys]
-    sources += [RsaKeyring(None, pem) for pem in src.rsa_private_keys_pem]
-    if isinstance(target, AesKeyring):
-        sources.append(target)
-    fmt = CseFormat(t.cse.format) if t.cse else CseFormat.V3
-    return CseSettings(target=target, target_format=fmt, instruction_file=bool(t.cse and t.cse.instruction_file),
-                       source=MultiKeyring(sources, allow_legacy=src.allow_legacy) if sources else None,
-                       allow_decrypt=t.allow_client_side_decrypt)
-
-
-def make_job(config: Config, source: S3, dest: S3, acp: AsyncCheckpoint | None, kms: Kms | None = None,
-             caps: CapabilityHook | None = None) -> Job:
-    """The job of a run (`acp` set) or of `rekey plan` (no checkpoint writes: `acp` None)."""
-    run = config.run
-    route = Route(source=source, dest=dest, src=config.source.location, dst=config.destination.location,
-                  in_place=config.destination.in_place, same_endpoint=config.same_endpoint)
-    policy = Policy(
-        target=config.target.encryption, source_sse_c_key=config.source.sse_c_key, cse=cse_settings(config, kms),
-        part_size=run.part_size, multipart_threshold=run.multipart_threshold,
-        part_concurrency=max(2, min(16, run.concurrency)), verify=run.verify.value != "none",
-        verify_auto=run.verify.value == "auto", copy_first=run.copy_first)
-    hooks = Hooks(memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-                  write_memory=MemoryBudget(run.part_size * STREAM_BUFFERS),
-                  buffers=BufferPool(keep_bytes=(run.part_size + SLACK) * STREAM_BUFFERS),
-                  journal=acp, objects=acp, caps=caps or LocalCapabilities())
-    return Job(route, policy, hooks)
-
-
-async def check_buckets(job: Job) -> None:
-    """Both buckets exist and are reachable (asked at once; the first error names its bucket)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(check_bucket, job.source, job.src.bucket, "source")
-        if job.dst.bucket != job.src.bucket or job.dest is not job.source:
-            tg.start_soon(check_bucket, job.dest, job.dst.bucket, "destination")
-
-
-async def _probe_target_applied(config: Config, job: Job) -> None:
-    """A scratch object written in the target mode must come back in it (once per checkpoint)."""
-    target = config.target
-    name = f"{target.mode.value}:{target.encryption.kms_key_id or ''}"
-    if job.caps.current.targets_applied.get(name) is not True:
-        why = await probe_target(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
-        if why is not None:
-            raise UnsafeTargetError(
-                f"the endpoint accepts {target.mode.value} writes but does not apply them ({why}); "
-                "refusing to replace objects with ones it would not protect", bucket=job.dst.bucket, op="probe")
-        await job.caps.learn(target_applied(name, True))
-
-
-async def _probe_if_match(job: Job) -> None:
-    """In place every write is guarded by If-Match: learn once, per operation, whether this endpoint
-    honours it (PutObject and CompleteMultipartUpload: `if_match`; CopyObject: `if_match_copy`)."""
-    answers = await probe_if_match(job.dest, job.dst.bucket, job.dst.prefix, retry=job.retry)
-    for op, fact in (("PutObject", flag(Topic.IF_MATCH, True)), ("CopyObject", named(IF_MATCH_COPY, True))):
-        honoured, why = answers.get(op, (None, ""))
-        if honoured is False:
-            log.warning("this endpoint does not honour If-Match on %s (%s): those in-place writes go unguarded, "
-                        "so a write by someone else meanwhile can be overwritten", op, why)
-        if honoured is not None:
-            await job.caps.learn(replace(fact, value=honoured))
-
-
-async def probe_tags_beside(config: Config, job: Job) -> None:
-    """Learn once, on scratch objects, whether HeadObject counts tags (`head_counts_tags`: sources and
-    results without tags then need no GetObjectTagging) and, bucket to bucket on one endpoint, whether
-    copy-first's CopyObject keeps them (`keeps_tags_copy-first`: instead of reading every source's tags
-    until some are found). Runs beside the first objects: it guards no write, and until it answers they
-    are checked as before."""
-    caps = job.caps.current
-    copy_name = CAP_KEEPS_TAGS.format(route="copy-first")
-    copy = (job.policy.copy_first and not job.in_place and job.same_endpoint and caps.copy_first is not False
-            and caps.get(copy_name) is None)
-    if config.target.mode == Mode.CSE or (not copy and caps.get(CAP_HEAD_COUNTS_TAGS) is not None):
-        return
-    answers = await probe_tags(job.dest, job.dst.bucket, job.dst.prefix, job.target, copy=copy)
-    if answers.head_counts_tags is not None:
-        await job.caps.learn(named(CAP_HEAD_COUNTS_TAGS, answers.head_counts_tags))
-    if answers.copy_keeps_tags is not None:
-        await job.caps.learn(named(copy_name, answers.copy_keeps_tags))
-
-
-async def preflight(config: Config, job: Job) -> None:
-    """Before the first write: the target encryption is really applied by this endpoint, and what this
-    endpoint can do is known. Runs while the listing starts (see Run.run). The target probe goes first of
-    the scratch writes (a refused or unapplied target stops the run before any other); the source's website
-    check, a read, goes beside it, and the other checks once it has passed."""
-    target = config.target
-    caps = job.caps
-    async with anyio.create_task_group() as tg:
-        if job.policy.copy_first and not job.in_place and caps.current.copy_first is not False:
-            tg.start_soon(_check_website, job)
-        if target.mode != Mode.CSE:
-            await _probe_target_applied(config, job)
-        if job.in_place and caps.current.if_match is None:
-            tg.start_soon(_probe_if_match, job)
-        if target.mode != Mode.CSE:
-            tg.start_soon(_probe_write_paths, config, job)
-
-
-async def _check_website(job: Job) -> None:
-    if await website_configured(job.source, job.src.bucket):
-        # Website redirects are per-object headers a COPY-directive copy drops on AWS: read every source.
-        await job.caps.learn(flag(Topic.COPY_FIRST, False))
-
-
-async def _probe_write_paths(config: Config, job: Job) -> None:
-    """What the server makes of an encryption update in place, and of part copies into SSE-C."""
-    target, caps = config.target, job.caps
-    if (config.run.update_in_place == UpdateInPlace.AUTO and caps.current.update_encryption is None
-            and why_not_applicable(Encryption(Mode.SSE_S3), target.encryption, in_place=job.in_place) is None):
-        # Never trusted untested: SeaweedFS and moto store the request as the object's data.
-        why = await probe_update_encryption(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
-        await caps.learn(flag(Topic.UPDATE_ENCRYPTION, why is None))
-    if target.mode == Mode.SSE_C and caps.current.part_copy_into_sse_c is None:
-        ok = await probe_part_copy_into_sse_c(job.dest, job.dst.bucket, job.dst.prefix, target.encryption)
-        await caps.learn(flag(Topic.PART_COPY_INTO_SSE_C, ok))
 
 
 class Run:
@@ -518,31 +321,6 @@ class Run:
                                   watcher: anyio.CancelScope) -> None:
         await self.write(recv)
         watcher.cancel()   # every outcome is recorded: nothing is left to stop
-
-
-@contextlib.asynccontextmanager
-async def worker_context(config: Config, hooks: PartJournal, caps: CapabilityHook, *,
-                         confirm_delete_noncurrent: bool,
-                         objects: ObjectJournal | None = None) -> AsyncIterator[WorkerContext]:
-    """What a worker away from the driver (a Ray actor) needs: its own clients, throttle and retries, and the
-    driver's journal and capabilities behind `hooks`/`caps`. Handed to the executor (not imported by it) so
-    that the executor package never imports the pipeline."""
-    throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)
-    retrier = Retrier(throttle, max_retries=config.run.max_retries)
-    async with open_clients(config, retrier) as (source, dest, kms):
-        job = make_job(config, source, dest, None, kms, caps)
-        job = replace(job, hooks=replace(job.hooks, journal=hooks, objects=objects))
-        yield WorkerContext(ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent),
-                            throttle)
-
-
-def make_executor(config: Config, job: Job, throttle: Throttle, *, confirm_delete_noncurrent: bool) -> Executor:
-    """`[run] executor`: this process, or Ray actors (Ray imported only then)."""
-    ctx = ItemContext.of(config, job, confirm_delete_noncurrent=confirm_delete_noncurrent)
-    if config.run.executor == "ray":
-        from engine.executor.ray import RayExecutor
-        return RayExecutor(config, ctx, open_worker=worker_context)
-    return LocalExecutor(ctx, throttle, concurrency=config.run.concurrency)
 
 
 async def run_migration(config: Config, progress: Progress, *, confirm_delete_noncurrent: bool = False,

@@ -21,9 +21,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from engine import capabilities
 from engine.checkpoint import Checkpoint
 from engine.config import Config, Noncurrent
+from engine.job import check_transport, make_job, open_clients
 from engine.listing import DestinationIndex, KeyFilter, list_objects
 from engine.manifest import manifest_pages
-from engine.pipeline import check_transport, make_job, open_clients
 from engine.terminal import shown
 from engine.versions import version_groups
 from workers.capabilities import Capabilities, LocalCapabilities

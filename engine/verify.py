@@ -218,7 +218,7 @@ async def check_client_side(job: Job, row: ObjectRow, dest_key: str, head: Objec
 
 async def verify_run(config: Config, rows: list[ObjectRow], *, deep: bool,
                      on_finding: Callable[[Finding], None]) -> list[Finding]:
-    from engine.pipeline import check_transport, make_job, open_clients
+    from engine.job import check_transport, make_job, open_clients
     from engine.retry import Retrier, Throttle
     check_transport(config)  # --deep reads SSE-C objects with their key
     throttle = Throttle(config.run.concurrency, max_rps=config.run.max_requests_per_second)

@@ -62,7 +62,7 @@ async def mismatch(job: Job, key: str, written: ObjectHead, carried: Carried) ->
 
 
 def counts_tags(job: Job) -> bool:
-    """Does this endpoint's HeadObject count an object's tags (learned, see engine.pipeline.probe_tags_beside)?"""
+    """Does this endpoint's HeadObject count an object's tags (learned, see engine.preflight.probe_tags_beside)?"""
     return learned.known(job, CAP_HEAD_COUNTS_TAGS) is True
 
 

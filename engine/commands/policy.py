@@ -15,7 +15,7 @@ from workers.errors import ConfigError, FatalError, RekeyError
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from engine.pipeline import check_transport
+    from engine.job import check_transport
     from engine.policy import apply_plan, load_saved, plan_for, restore
     config = load_config(args.config)
     if args.restore:

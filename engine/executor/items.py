@@ -34,7 +34,7 @@ class ItemContext:
 
 @dataclass(frozen=True, slots=True)
 class WorkerContext:
-    """A worker's per-item context and the throttle its objects pass (see pipeline.worker_context)."""
+    """A worker's per-item context and the throttle its objects pass (see engine.job.worker_context)."""
 
     items: ItemContext
     throttle: Throttle

@@ -43,7 +43,7 @@ from workers.job import UploadResume
 from workers.model import Mode, ObjectRef, Outcome, PartResult, PendingEnvelope
 
 log = logging.getLogger("rekey.ray")
-# pipeline.worker_context, handed in by the driver (and pickled by reference to the actors)
+# engine.job.worker_context, handed in by the driver (and pickled by reference to the actors)
 OpenWorker = Callable[..., contextlib.AbstractAsyncContextManager[WorkerContext]]
 BATCHES_PER_ACTOR = 2       # one running, one queued behind it: an actor never waits for the driver
 JOURNAL_POLL_SECONDS = 0.5
