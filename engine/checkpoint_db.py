@@ -100,38 +100,31 @@ CREATE TABLE IF NOT EXISTS totals (
     retries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (state, source_mode, action)
 );
-CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON objects BEGIN
-    INSERT OR IGNORE INTO totals (state, source_mode, action)
-        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
-    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
-        bytes_copied = bytes_copied + NEW.bytes_copied,
-        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
-        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
-        AND action = COALESCE(NEW.action, '');
-END;
-CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON objects BEGIN
-    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
-        bytes_copied = bytes_copied - OLD.bytes_copied,
-        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
-        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
-        AND action = COALESCE(OLD.action, '');
-END;
-CREATE TRIGGER IF NOT EXISTS totals_update
-AFTER UPDATE OF state, source_mode, action, size, bytes_copied, bytes_through_client, retries ON objects BEGIN
-    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size,
-        bytes_copied = bytes_copied - OLD.bytes_copied,
-        bytes_through_client = bytes_through_client - OLD.bytes_through_client, retries = retries - OLD.retries
-        WHERE state = OLD.state AND source_mode = COALESCE(OLD.source_mode, '')
-        AND action = COALESCE(OLD.action, '');
-    INSERT OR IGNORE INTO totals (state, source_mode, action)
-        VALUES (NEW.state, COALESCE(NEW.source_mode, ''), COALESCE(NEW.action, ''));
-    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size,
-        bytes_copied = bytes_copied + NEW.bytes_copied,
-        bytes_through_client = bytes_through_client + NEW.bytes_through_client, retries = retries + NEW.retries
-        WHERE state = NEW.state AND source_mode = COALESCE(NEW.source_mode, '')
-        AND action = COALESCE(NEW.action, '');
-END;
 """
+
+
+def _count(row: str, sign: str) -> str:
+    """The statements that move one objects row (NEW or OLD) into (+) or out of (-) its totals row."""
+    text = ""
+    if sign == "+":
+        text += (f"    INSERT OR IGNORE INTO totals (state, source_mode, action)\n"
+                 f"        VALUES ({row}.state, COALESCE({row}.source_mode, ''), COALESCE({row}.action, ''));\n")
+    return text + (
+        f"    UPDATE totals SET objects = objects {sign} 1, bytes = bytes {sign} {row}.size,\n"
+        f"        bytes_copied = bytes_copied {sign} {row}.bytes_copied,\n"
+        f"        bytes_through_client = bytes_through_client {sign} {row}.bytes_through_client, "
+        f"retries = retries {sign} {row}.retries\n"
+        f"        WHERE state = {row}.state AND source_mode = COALESCE({row}.source_mode, '')\n"
+        f"        AND action = COALESCE({row}.action, '');\n")
+
+
+# `totals` kept by triggers in the transaction of every write to `objects`
+SCHEMA_AFTER_COLUMNS += (
+    "CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON objects BEGIN\n" + _count("NEW", "+") + "END;\n"
+    "CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON objects BEGIN\n" + _count("OLD", "-") + "END;\n"
+    "CREATE TRIGGER IF NOT EXISTS totals_update\n"
+    "AFTER UPDATE OF state, source_mode, action, size, bytes_copied, bytes_through_client, retries ON objects BEGIN\n"
+    + _count("OLD", "-") + _count("NEW", "+") + "END;\n")
 REBUILD_TOTALS = """
 DELETE FROM totals;
 INSERT INTO totals (state, source_mode, action, objects, bytes, bytes_copied, bytes_through_client, retries)

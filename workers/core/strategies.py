@@ -201,7 +201,8 @@ async def stream(a: Attempt) -> Written:
     held = a.held.held if a.held is not None else None
     result = await stream_copy(job, a.ref, a.head, tags=a.tags, held=held)
     through = result.bytes_through_client
-    await journal_written(job, a.ref, result.written.etag)
+    if a.head.size <= job.single_put_max:   # a multipart stream's ETag is journaled with the end of its upload
+        await journal_written(job, a.ref, result.written.etag)
     if not job.verify:
         return Written(Strategy.STREAM, bytes_through_client=through)
     written, why = await check_written(job, a.dest_key, a.head.size)
