@@ -17,7 +17,7 @@ from typing import Any
 from engine.commands import register_all
 from engine.commands.common import exit_code
 from engine.logs import RedactSecrets, configure_logging
-from workers import startup, timeline
+from workers import modcache, startup, timeline
 
 __all__ = ["RedactSecrets", "build_parser", "configure_logging", "entry", "main"]
 
@@ -94,6 +94,7 @@ def entry() -> None:
     timeline.pause_collector()   # until the first request (workers.timeline.started)
     code = main()
     startup.save()   # the compiled-code caches, if this process compiled anything new (engine.launch)
+    modcache.save()  # the module cache, if this process imported modules it did not hold
     logging.shutdown()
     try:
         sys.stdout.flush()

@@ -30,13 +30,12 @@ import marshal
 import os
 import re
 import sys
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataclassCodeCache", "RegexCache", "cache_compiled", "cache_root", "save"]
+__all__ = ["DataclassCodeCache", "RegexCache", "build_tag", "cache_compiled", "cache_root", "save"]
 
 _MAX_ENTRIES = 4000
 
@@ -48,7 +47,7 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def _tag() -> str:
+def build_tag() -> str:
     """What cached code depends on: the interpreter's build and its optimisation level."""
     return f"{sys.implementation.cache_tag}-{sys.hexversion:x}-O{sys.flags.optimize}"
 
@@ -75,6 +74,7 @@ class _MarshalCache:
         if not self.compiled:
             return
         entries = self.entries if len(self.entries) <= _MAX_ENTRIES else {k: self.entries[k] for k in self.used}
+        import tempfile  # here: 5 ms of imports a start-up that compiled nothing does without
         with contextlib.suppress(OSError, ValueError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}-")
@@ -165,8 +165,8 @@ def cache_compiled(directory: Path | None = None) -> tuple[DataclassCodeCache, R
         import dataclasses
         from re import _compiler  # type: ignore[attr-defined]
         where = directory or cache_root()
-        code = DataclassCodeCache(where / f"dataclasses-{_tag()}.marshal")
-        regex = RegexCache(where / f"regex-{_tag()}.marshal", _compiler.compile)
+        code = DataclassCodeCache(where / f"dataclasses-{build_tag()}.marshal")
+        regex = RegexCache(where / f"regex-{build_tag()}.marshal", _compiler.compile)
         dataclasses.exec = code.exec  # type: ignore[attr-defined]
         _compiler.compile = regex.compile
         _installed = (code, regex)
