@@ -368,13 +368,14 @@ async def _envelope_into_metadata(job: Job, ref: ObjectRef, head: ObjectHead, de
                       attributes=Attributes.of(head, metadata={**user_metadata(head), **meta}),
                       if_match=new_etag or None)
     try:
-        await job.retried(f"envelope into metadata {dest_key}", lambda: job.dest.copy(req))
+        moved = await job.retried(f"envelope into metadata {dest_key}", lambda: job.dest.copy(req))
     except FatalError:
         raise
     except RekeyError as exc:
         raise ObjectError(f"instruction file refused ({refused.message}) and the envelope could not be put in the "
                           f"object's metadata either ({exc.message}): the new envelope is kept in the checkpoint "
                           "and the next run writes it", bucket=job.dst.bucket, key=dest_key, op="put_object") from None
+    await job.journal_written(ref, moved.etag)
     await forget_envelope(job, ref)
     raise ObjectError(f"instruction file refused ({refused.message}): the envelope was put in the object's "
                       "metadata instead, so it stays readable; the next run moves it to its instruction file",
@@ -401,6 +402,7 @@ async def _write(job: Job, ref: ObjectRef, head: ObjectHead, reader: RangeReader
             req = PutRequest(create.bucket, create.key, data, content_md5=md5, encryption=create.encryption,
                              attributes=create.attributes, tags=create.tags, if_match=replace_guard(job, head))
             written = await job.dest.put(req)
+            await job.journal_written(ref, written.etag)   # a multipart write's: with the end of its upload
         finally:
             if head.size:
                 await reader.done(0)
@@ -457,6 +459,7 @@ async def rewrap(job: Job, ref: ObjectRef, head: ObjectHead, env: Envelope, sett
                           metadata_directive=Directive.REPLACE, tagging_directive=Directive.COPY,
                           attributes=Attributes.of(head, metadata=meta), if_match=write_guard(job, head, copy=True))
         new_etag = (await job.dest.copy(req)).etag
+        await job.journal_written(ref, new_etag)
     if instruction is None and env.from_instruction_file and job.in_place:
         await delete_instruction(job, ref.key)
     return CseResult(0, None, new_etag)

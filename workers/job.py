@@ -292,6 +292,14 @@ class Job:
             return await fn()
         return await self.hooks.retry(what, fn)
 
+    async def journal_written(self, ref: ObjectRef, etag: str | None) -> None:
+        """In place, the ETag of rekey's write of `ref`, recorded at once, before the checks that follow it
+        (HeadObject, metadata and tags, read-back; see ObjectJournal.written). A multipart write's is
+        journaled with the end of its upload (PartJournal.upload_ended)."""
+        objects = self.hooks.objects
+        if self.route.in_place and objects is not None and etag:
+            await objects.written(ref, etag)
+
 
 # Retries of the object being processed (the engine's retrier counts into it; the core reads it into the
 # outcome). A context variable, so parts of one object counted from their own tasks add up.

@@ -360,3 +360,27 @@ def test_after_a_rewrap_with_instruction_files_verify_plan_and_report_count_pair
     assert sorted(d["key"] for d in planned["decisions"]) == sorted(BODIES)
     assert {d["action"] for d in planned["decisions"]} == {"skip"}, planned["decisions"]
     readable(sandbox, bucket, key_b, BODIES)
+
+
+def test_a_client_side_write_in_place_is_journaled_before_its_check(sandbox: SandboxInfo, s3_http: Any,
+                                                                     bucket: str, kms_key: str,
+                                                                     tmp_path: Path) -> None:
+    body = b"plain text, to be client-side encrypted in place " * 20
+    source_etag = s3_http.put_object(Bucket=bucket, Key="obj", Body=body)["ETag"].strip('"')
+    # The second HEAD of the object is the check after the encrypted PUT: held, and the run killed then.
+    hold = Rule("stall", methods=frozenset({"HEAD"}), path_regex=r"/obj$", after=1, limit=1, seconds=60)
+    with FaultProxy(sandbox.s3_http, [hold]) as proxy:
+        cfg = config(sandbox, tmp_path, "csejournal", bucket, cse(kms_key, "v3", False), endpoint=proxy.url)
+        kill_when_held(popen_rekey(sandbox, "run", "-q", "-c", str(cfg)), proxy, seconds=60, what="check HEAD")
+        ours = s3_http.head_object(Bucket=bucket, Key="obj")["ETag"].strip('"')
+        assert ours != source_etag   # the encrypted object is in; its outcome is not recorded
+        query = "SELECT etag, new_etag FROM objects WHERE key = 'obj'"
+        assert [tuple(str(v).strip('"') for v in row) for row in checkpoint_rows(tmp_path / "csejournal.sqlite",
+                                                                                  query)] == [(source_etag, ours)]
+        code, rep, out = rekey(sandbox, cfg)
+    assert code == 0, out
+    assert report_by_key(rep)["obj"]["state"] in ("done", "skipped"), rep
+    # The resumed run took the object as rekey's own write: the source's ETag stays the proof.
+    [(etag,)] = checkpoint_rows(tmp_path / "csejournal.sqlite", "SELECT etag FROM objects WHERE key = 'obj'")
+    assert str(etag).strip('"') == source_etag
+    readable(sandbox, bucket, kms_key, {"obj": body})

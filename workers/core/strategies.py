@@ -20,7 +20,6 @@ from workers.core.outcome import Written
 from workers.core.verify import (
     calibrate,
     check_written,
-    journal_written,
     response_trusted,
     verified,
     verify_error,
@@ -122,7 +121,7 @@ async def _server_side(a: Attempt, strategy: Strategy) -> Written:
         if trusted is None and job.verify else None
     response = await _send_copy(a, strategy)
     if strategy == Strategy.COPY:   # a multipart copy's ETag is journaled with the end of its upload
-        await journal_written(job, a.ref, response.etag)
+        await job.journal_written(a.ref, response.etag)
     if strategy == Strategy.COPY and job.verify_auto and response_trusted(job, head.encryption.mode) and \
             cal is None and sse.mismatch(response.encryption, job.target) is None and not a.tags:
         return Written(strategy, bytes_copied=head.size, new_etag=response.etag or None)
@@ -130,7 +129,7 @@ async def _server_side(a: Attempt, strategy: Strategy) -> Written:
         return Written(strategy, bytes_copied=head.size)
     written, why = await check_written(job, a.dest_key, head.size)
     if written.etag != response.etag:   # the server reports another ETag than it answered: that one is kept
-        await journal_written(job, a.ref, written.etag)
+        await job.journal_written(a.ref, written.etag)
     if strategy == Strategy.COPY and job.verify_auto:
         await calibrate(job, head.encryption.mode, response, written)
     if why is not None:
@@ -202,12 +201,12 @@ async def stream(a: Attempt) -> Written:
     result = await stream_copy(job, a.ref, a.head, tags=a.tags, held=held)
     through = result.bytes_through_client
     if a.head.size <= job.single_put_max:   # a multipart stream's ETag is journaled with the end of its upload
-        await journal_written(job, a.ref, result.written.etag)
+        await job.journal_written(a.ref, result.written.etag)
     if not job.verify:
         return Written(Strategy.STREAM, bytes_through_client=through)
     written, why = await check_written(job, a.dest_key, a.head.size)
     if written.etag != result.written.etag:   # the server reports another ETag than it answered
-        await journal_written(job, a.ref, written.etag)
+        await job.journal_written(a.ref, written.etag)
     if why is not None and _directory_marker(a, written):
         return Written(Strategy.STREAM, bytes_through_client=through, new_etag=written.etag,
                        reason=DIRECTORY_MARKER, settled=True)

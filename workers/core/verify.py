@@ -10,7 +10,7 @@ from workers import sse
 from workers.capabilities import response_truthful
 from workers.errors import VerifyError
 from workers.job import Job
-from workers.model import Mode, ObjectHead, ObjectRef
+from workers.model import Mode, ObjectHead
 from workers.s3 import Written
 
 CALIBRATION = 3  # objects per path verified both ways before copy answers are trusted
@@ -24,15 +24,6 @@ async def check_written(job: Job, key: str, size: int) -> tuple[ObjectHead, str 
     if why is None and head.size != size:
         why = f"size is {head.size}, source had {size}"
     return head, why
-
-
-async def journal_written(job: Job, ref: ObjectRef, etag: str | None) -> None:
-    """In place, the ETag of rekey's write of `ref`, recorded at once, before the checks that follow it
-    (HeadObject, metadata and tags, read-back; see ObjectJournal.written). A multipart write's is journaled
-    with the end of its upload (PartJournal.upload_ended)."""
-    objects = job.hooks.objects
-    if job.in_place and objects is not None and etag:
-        await objects.written(ref, etag)
 
 
 def verify_error(job: Job, key: str, why: str) -> VerifyError:
