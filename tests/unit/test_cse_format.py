@@ -447,7 +447,8 @@ def test_kms_v3_envelope_stores_context_in_t() -> None:
 
 def test_v1_cbc_decrypt_vector() -> None:
     """A V1 object built by hand: AES-CBC/PKCS#7 content, data key wrapped the V1 EncryptionOnly way (AES/ECB)."""
-    data_key, iv, plaintext = os.urandom(32), os.urandom(16), b"legacy object content, 41 bytes long....."
+    # Fixed key and IV: with random ones, the tampered last block below unpadded cleanly about 1 run in 256.
+    data_key, iv, plaintext = bytes(range(32)), bytes(range(16, 32)), b"legacy object content, 41 bytes long....."
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plaintext) + padder.finalize()
     enc = Cipher(algorithms.AES(data_key), modes.CBC(iv)).encryptor()
