@@ -104,7 +104,7 @@ class ModuleCache:
         self._before = set(sys.modules)      # loaded before this finder was installed
         self.entries: dict[str, _Entry] = {}
         self.dirs: dict[str, int] = {}       # directory -> mtime_ns when written
-        self._checked: dict[str, bool] = {}  # directory -> unchanged (stat once per process)
+        self._changed: set[str] = set()      # directories found changed since the file was written
         self._blob: memoryview | None = None
         self.served: set[str] = set()
         with contextlib.suppress(OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
@@ -121,10 +121,14 @@ class ModuleCache:
         self._blob = memoryview(mapped)[8 + size:]
 
     def _unchanged(self, directory: str) -> bool:
-        seen = self._checked.get(directory)
-        if seen is None:
-            seen = self._checked[directory] = self.dirs.get(directory, -1) == _mtime_ns(directory)
-        return seen
+        """Asked at every import, as the path finder does (a file added mid-process counts); once changed, a
+        directory stays changed for this process."""
+        if directory in self._changed:
+            return False
+        if self.dirs.get(directory, -1) == _mtime_ns(directory):
+            return True
+        self._changed.add(directory)
+        return False
 
     def _resolves(self, entry: _Entry) -> bool:
         """Whether the import system would still find the entry's file: its directory unchanged and, for a
@@ -164,7 +168,7 @@ class ModuleCache:
         return code
 
     def invalidate_caches(self) -> None:
-        self._checked.clear()
+        self._changed.clear()
 
     def _holds(self, name: str, origin: str) -> bool:
         """Whether the file holds the code of `name` from `origin` as that source is now."""
