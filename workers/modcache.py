@@ -115,7 +115,7 @@ class ModuleCache:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         size = int.from_bytes(mapped[:8], "little")
         head = marshal.loads(mapped[8:8 + size])
-        if head["key"] != self.key:
+        if head["key"] != self.key or not _well_formed(head["modules"], head["dirs"]):
             return
         self.entries, self.dirs = head["modules"], head["dirs"]
         self._blob = memoryview(mapped)[8 + size:]
@@ -156,11 +156,11 @@ class ModuleCache:
             return None
         try:
             st = os.stat(origin)
-        except OSError:
+            if (int(st.st_mtime) & 0xFFFFFFFF, st.st_size) != (entry[3], entry[4]):
+                return None
+            code = marshal.loads(self._blob[entry[5]:entry[5] + entry[6]])
+        except (OSError, EOFError, ValueError, TypeError):   # a file cut short or overwritten: the usual way
             return None
-        if (int(st.st_mtime) & 0xFFFFFFFF, st.st_size) != (entry[3], entry[4]):
-            return None
-        code = marshal.loads(self._blob[entry[5]:entry[5] + entry[6]])
         if not isinstance(code, CodeType):
             return None
         _imp._fix_co_filename(code, origin)  # type: ignore[attr-defined]
@@ -186,12 +186,12 @@ class ModuleCache:
     def stale(self) -> bool:
         """Whether this process imported a module the usual way that the file should hold."""
         for name, module in list(sys.modules.items()):
-            spec = getattr(module, "__spec__", None)
-            if spec is None or not isinstance(spec.loader, SourceFileLoader) or not spec.has_location:
+            spec = _own_spec(name, module)
+            if spec is None:
                 continue
             if name not in self._before and type(spec.loader) is SourceFileLoader:
                 return True
-            if not self._holds(name, spec.origin):
+            if not self._holds(name, spec.origin or ""):
                 return True
         return False
 
@@ -207,9 +207,11 @@ class ModuleCache:
         whose source is unchanged (another command's modules)."""
         loaded = set()
         for name, module in list(sys.modules.items()):
-            spec = getattr(module, "__spec__", None)
-            origin = getattr(spec, "origin", None)
-            found = (self._kept(name, origin) if isinstance(origin, str) else None) or _module_code(name, module)
+            spec = _own_spec(name, module)
+            if spec is None:
+                continue
+            found = (self._kept(name, spec.origin) if isinstance(spec.origin, str) else None) \
+                or _module_code(name, module)
             if found is not None:
                 loaded.add(name)
                 yield name, found
@@ -242,15 +244,16 @@ class ModuleCache:
 
 def _module_code(name: str, module: ModuleType) -> tuple[tuple[Any, ...], bytes] | None:
     """(origin, locations, search path, mtime, size) and the marshalled code of a module loaded from source."""
-    spec = getattr(module, "__spec__", None)
-    if spec is None or not isinstance(spec.loader, SourceFileLoader) or not spec.has_location:
+    spec = _own_spec(name, module)
+    if spec is None:
         return None
     origin = spec.origin
     parent = name.rpartition(".")[0]
-    if not isinstance(origin, str) or (parent and parent not in sys.modules):
+    parent_path = getattr(sys.modules.get(parent), "__path__", None) if parent else None
+    if not isinstance(origin, str) or (parent and parent_path is None):
         return None
     locations = tuple(spec.submodule_search_locations) if spec.submodule_search_locations is not None else None
-    search = tuple(sys.modules[parent].__path__) if parent else None
+    search = tuple(parent_path) if parent_path is not None else None
     try:
         before = os.stat(origin)
         code = SourceFileLoader(name, origin).get_code(name)
@@ -260,6 +263,24 @@ def _module_code(name: str, module: ModuleType) -> tuple[tuple[Any, ...], bytes]
     if code is None or (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size):
         return None
     return (origin, locations, search, int(before.st_mtime) & 0xFFFFFFFF, before.st_size), marshal.dumps(code)
+
+
+def _well_formed(modules: Any, dirs: Any) -> bool:
+    """The index as `save` writes it (a file of the right key but other contents is passed over)."""
+    return (isinstance(modules, dict) and isinstance(dirs, dict)
+            and all(isinstance(e, tuple) and len(e) == 7 and isinstance(e[0], str)
+                    and (e[1] is None or isinstance(e[1], tuple)) and (e[2] is None or isinstance(e[2], tuple))
+                    and all(isinstance(v, int) for v in e[3:]) for e in modules.values()))
+
+
+def _own_spec(name: str, module: Any) -> ModuleSpec | None:
+    """The spec of a module loaded from a source file under its own name; None for anything else (builtins,
+    extensions, namespace packages, and aliases, such as the names requests.packages gives urllib3's modules)."""
+    spec = getattr(module, "__spec__", None)
+    if (not isinstance(spec, ModuleSpec) or spec.name != name or not isinstance(spec.loader, SourceFileLoader)
+            or not spec.has_location):
+        return None
+    return spec
 
 
 def _write(path: Path, parts: list[bytes]) -> None:
@@ -284,12 +305,15 @@ def _write(path: Path, parts: list[bytes]) -> None:
 _installed: ModuleCache | None = None
 
 
-def install() -> ModuleCache:
-    """Put the cache first on `sys.meta_path` (once per process)."""
+def install() -> ModuleCache | None:
+    """Put the cache first on `sys.meta_path` (once per process); None when it cannot be (imports as usual)."""
     global _installed
     if _installed is None:
-        key = _key()
-        _installed = ModuleCache(_cache_file(key), key)
+        try:
+            key = _key()
+            _installed = ModuleCache(_cache_file(key), key)
+        except Exception:   # a cache is never a reason for a command to fail
+            return None
         sys.meta_path.insert(0, _installed)
     return _installed
 
@@ -297,5 +321,5 @@ def install() -> ModuleCache:
 def save() -> None:
     """Rewrite the installed cache if this process imported modules it did not hold."""
     if _installed is not None:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(Exception):   # whatever else this process put in sys.modules: never a failure
             _installed.save()

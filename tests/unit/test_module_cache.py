@@ -6,6 +6,7 @@ case runs in fresh interpreters, the cache in a temporary folder."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -27,6 +28,11 @@ try:
 except ZeroDivisionError as exc:
     where = traceback.extract_tb(exc.__traceback__)[-1]
     trace = [where.filename, where.lineno, where.line]
+# An alias, as requests.packages makes for urllib3's modules: under a name not its own, below a parent that
+# is no package. The cache passes it over.
+import types
+sys.modules["alias_pkg"] = types.ModuleType("alias_pkg")
+sys.modules["alias_pkg.circle"] = shapes.circle
 spec = shapes.circle.__spec__
 out = {"value": shapes.circle.VALUE, "file": shapes.circle.__file__, "cached": shapes.circle.__cached__,
        "origin": spec.origin, "package_path": list(shapes.__path__), "parent": spec.parent,
@@ -137,3 +143,37 @@ def test_the_console_script_writes_the_module_cache(tmp_path: Path) -> None:
         assert done.returncode == 2 and "missing.toml" in done.stderr
     (cache,) = tmp_path.glob("modules-*.bin")
     assert cache.stat().st_size > 100_000 and cache.stat().st_mode & 0o077 == 0
+
+
+def test_a_process_that_imported_nothing_new_leaves_the_file_alone(tmp_path: Path) -> None:
+    _package(tmp_path / "lib")
+    _run(tmp_path / "lib", tmp_path / "c")
+    (cache,) = (tmp_path / "c").glob("modules-*.bin")
+    written = cache.stat().st_mtime_ns
+    for _ in range(2):
+        assert _run(tmp_path / "lib", tmp_path / "c")["served"] == ["shapes", "shapes.circle"]
+    assert cache.stat().st_mtime_ns == written   # the alias in sys.modules does not make it stale
+
+
+def test_a_file_cut_short_gives_the_usual_imports(tmp_path: Path) -> None:
+    _package(tmp_path / "lib")
+    plain = _run(tmp_path / "lib", tmp_path / "c")
+    (cache,) = (tmp_path / "c").glob("modules-*.bin")
+    data = cache.read_bytes()
+    cache.write_bytes(data[:len(data) // 2])   # the index whole, the code of half the modules gone
+    got = _run(tmp_path / "lib", tmp_path / "c")
+    assert _without_counts(got) == _without_counts(plain)
+
+
+def test_a_file_of_this_key_with_another_index_is_passed_over(tmp_path: Path) -> None:
+    _package(tmp_path / "lib")
+    plain = _run(tmp_path / "lib", tmp_path / "c")
+    (cache,) = (tmp_path / "c").glob("modules-*.bin")
+    data = cache.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    head = marshal.loads(data[8:8 + size])
+    head["modules"] = {name: entry[:3] for name, entry in head["modules"].items()}   # entries cut short
+    forged = marshal.dumps(head)
+    cache.write_bytes(len(forged).to_bytes(8, "little") + forged + data[8 + size:])
+    got = _run(tmp_path / "lib", tmp_path / "c")
+    assert _without_counts(got) == _without_counts(plain) and got["served_count"] == 0
