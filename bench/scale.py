@@ -150,7 +150,7 @@ def env_for(info: Any) -> dict[str, str]:
 
 
 def rekey(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "engine.launch", *args]
 
 
 STATUS_WORK = """

@@ -16,3 +16,7 @@ def entry() -> None:
     startup.cache_compiled()
     from engine.cli import entry as cli_entry
     cli_entry()
+
+
+if __name__ == "__main__":   # `python -m engine.launch ARGS`: the console script, as the tests run it
+    entry()

@@ -101,17 +101,18 @@ def rekey_env(info: SandboxInfo, *, limited: bool = False) -> dict[str, str]:
 
 def run_rekey(info: SandboxInfo, *args: str, timeout: float = 180, limited: bool = False,
               cwd: Path | None = None) -> CliResult:
-    """`python -m engine.cli ARGS` with the sandbox's credentials; never raises on a non-zero exit."""
+    """`python -m engine.launch ARGS` (what the `rekey` console script runs, its caches too) with the sandbox's
+    credentials; never raises on a non-zero exit."""
     import time
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "engine.launch", *args], capture_output=True, text=True,
                           env=rekey_env(info, limited=limited), timeout=timeout, cwd=str(cwd or REPO),
                           check=False)
     return CliResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
 def popen_rekey(info: SandboxInfo, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "engine.launch", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=rekey_env(info), cwd=str(cwd or REPO))
 
 

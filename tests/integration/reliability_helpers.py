@@ -45,7 +45,7 @@ class CliResult:
 
 
 def rekey_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "engine.launch", *args]
 
 
 def child_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:

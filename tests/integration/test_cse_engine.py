@@ -36,7 +36,7 @@ def official(info: SandboxInfo, key_id: str, *, allow_v2: bool = False) -> S3Enc
 
 
 def verify_deep(info: SandboxInfo, tmp: Path, name: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "verify", "--deep", "-c", str(tmp / f"{name}.toml")],
+    proc = subprocess.run([sys.executable, "-m", "engine.launch", "verify", "--deep", "-c", str(tmp / f"{name}.toml")],
                           env={**os.environ, **info.env()}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -48,7 +48,7 @@ def run_rekey(info: SandboxInfo, tmp: Path, name: str, body: str, *args: str) ->
                    f'[run]\ncheckpoint = "{tmp / (name + ".sqlite")}"\npart_size = "5MiB"\n'
                    'multipart_threshold = "5MiB"\nconcurrency = 8\n')
     report = tmp / f"{name}.json"
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", "-q", "-c", str(cfg), "--report", str(report),
+    proc = subprocess.run([sys.executable, "-m", "engine.launch", "run", "-q", "-c", str(cfg), "--report", str(report),
                            *args], env={**os.environ, **info.env()}, capture_output=True, text=True, timeout=300)
     data = json.loads(report.read_text()) if report.exists() else {}
     return proc.returncode, data, proc.stdout + proc.stderr

@@ -394,7 +394,7 @@ def test_progress_lines_without_a_terminal_and_binary_bars_on_one(sandbox: Sandb
     import termios
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "-c", str(fast)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.launch", "run", "-c", str(fast)], stdout=subprocess.PIPE,
                             stderr=slave, env=rekey_env(sandbox), cwd=str(REPO))
     os.close(slave)
     chunks = []
@@ -462,7 +462,7 @@ def test_no_sse_c_key_over_http_from_the_environment_and_no_kms_over_http_to_ano
     }, "env.toml")
     env = {**rekey_env(sandbox), "AWS_ENDPOINT_URL_S3": sandbox.s3_http}
     for command in ("run", "plan"):
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", command, "-c", str(no_url)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "engine.launch", command, "-c", str(no_url)], capture_output=True,
                               text=True, env=env, cwd=str(REPO), timeout=120, check=False)
         assert proc.returncode == 2, (proc.stdout, proc.stderr)
         assert proc.stderr.strip().splitlines() == [

@@ -33,7 +33,7 @@ def test_endpoint_only_in_the_environment_takes_the_fast_transport(
     })
     env = {**rekey_env(sandbox), "AWS_ENDPOINT_URL_S3": sandbox.s3_https, "AWS_CA_BUNDLE": sandbox.ca_bundle}
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", "-q", "-c", str(config), "--report",
+    proc = subprocess.run([sys.executable, "-m", "engine.launch", "run", "-q", "-c", str(config), "--report",
                            str(report)], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=180,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
