@@ -176,4 +176,5 @@ def cache_compiled(directory: Path | None = None) -> tuple[DataclassCodeCache, R
 def save() -> None:
     """Write the installed caches that grew."""
     for cache in _installed or ():
-        cache.save()
+        with contextlib.suppress(Exception):   # at exit, after the command's work: a cache never fails it
+            cache.save()
