@@ -42,7 +42,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
-from workers.startup import build_tag, cache_root
+from workers.startup import build_tag, cache_root, write_private
 
 __all__ = ["ModuleCache", "install", "save"]
 
@@ -284,19 +284,9 @@ def _own_spec(name: str, module: Any) -> ModuleSpec | None:
 
 
 def _write(path: Path, parts: list[bytes]) -> None:
-    """Write `path` atomically (private to the user); keep the newest few module caches beside it."""
+    """Write `path` (workers.startup.write_private); keep the newest few module caches beside it."""
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.writelines(parts)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private(path, parts)
         others = sorted(path.parent.glob("modules-*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in others[_KEEP_FILES:]:
             old.unlink()

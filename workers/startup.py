@@ -24,6 +24,7 @@ written is passed over, and one that would grow past `_MAX_ENTRIES` keeps only w
 from __future__ import annotations
 
 import _sre  # type: ignore[import-not-found]
+import _thread
 import builtins
 import contextlib
 import marshal
@@ -35,7 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataclassCodeCache", "RegexCache", "build_tag", "cache_compiled", "cache_root", "save"]
+__all__ = ["DataclassCodeCache", "RegexCache", "build_tag", "cache_compiled", "cache_root", "save",
+           "write_private"]
 
 _MAX_ENTRIES = 4000
 
@@ -45,6 +47,22 @@ def cache_root() -> Path:
     base = os.environ.get("REKEY_CACHE_DIR") or \
         os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "rekey")
     return Path(base)
+
+
+def write_private(path: Path, parts: list[bytes]) -> None:
+    """Write a cache file atomically, readable by its owner only: a temporary file beside it (named by process
+    and thread), renamed into place, so a reader sees a whole file or none. Errors are the caller's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_thread.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(parts)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def build_tag() -> str:
@@ -74,18 +92,8 @@ class _MarshalCache:
         if not self.compiled:
             return
         entries = self.entries if len(self.entries) <= _MAX_ENTRIES else {k: self.entries[k] for k in self.used}
-        import tempfile  # here: 5 ms of imports a start-up that compiled nothing does without
         with contextlib.suppress(OSError, ValueError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(marshal.dumps(entries))
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_private(self.path, [marshal.dumps(entries)])
         self.compiled = 0
 
 

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import marshal
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import botocore
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import JSONFileLoader, Loader
 
-from workers.startup import cache_root
+from workers.startup import cache_root, write_private
 
 __all__ = ["CachedLoader", "cache_dir"]
 
@@ -80,18 +79,9 @@ class CachedFileLoader(JSONFileLoader):  # type: ignore[misc]
         return self._dir / f"{hashlib.sha256(key).hexdigest()[:32]}.marshal"
 
     def _store(self, entry: Path, data: Any) -> None:
-        """Write atomically (a temporary file renamed into place): a reader sees a whole entry or none."""
+        """Write atomically (workers.startup.write_private): a reader sees a whole entry or none."""
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(marshal.dumps(data))
-                os.replace(tmp, entry)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_private(entry, [marshal.dumps(data)])
         except (OSError, ValueError):
             pass   # no cache here: the next process parses the file again
 
