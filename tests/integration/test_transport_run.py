@@ -1,5 +1,6 @@
-"""Where a run's requests go: the endpoint given only by the environment (as on AWS) still gets the fast
-transport, and a bucket answered from another region is learned once and never blamed on a key."""
+"""Where a run's requests go: a plain setup's are all built by rekey itself, without botocore; the endpoint
+given only by the environment (as on AWS) still gets the fast transport; and a bucket answered from another
+region is learned once and never blamed on a key."""
 
 from __future__ import annotations
 
@@ -44,6 +45,39 @@ def test_endpoint_only_in_the_environment_takes_the_fast_transport(
     assert by_transport["fast"] >= 3 * 20 and by_transport["botocore"] <= 5   # bucket calls only
     for i in range(20):
         assert s3_http.head_object(Bucket=bucket, Key=f"obj/{i:02d}")["ServerSideEncryption"] == "AES256"
+
+
+def test_a_plain_setup_builds_every_request_itself_without_botocore(
+        sandbox: SandboxInfo, s3_http: Any, bucket_factory: Any, tmp_path: Path) -> None:
+    """An endpoint_url in the config and credentials in the environment: rekey builds and signs every request
+    of a bucket-to-bucket run itself (workers.s3.native), botocore's client is never loaded, and what the
+    destination holds is what the user asked for: the bytes, the metadata, the tags, SSE-S3."""
+    src, dst = bucket_factory("native-src"), bucket_factory("native-dst")
+    bodies = {f"k/{i:02d} é+%.bin": bytes([i]) * (100 + i) for i in range(12)}
+    for key, body in bodies.items():
+        s3_http.put_object(Bucket=src, Key=key, Body=body, Metadata={"owner": "a b"}, ContentType="x/y",
+                           Tagging="team=blue")
+    config = write_config(tmp_path / "rekey.toml", {
+        "source": {"bucket": src, "endpoint_url": sandbox.s3_http, "region": sandbox.region},
+        "destination": {"bucket": dst},
+        "target": {"mode": "sse-s3"},
+        "run": {"checkpoint": str(tmp_path / "rekey.sqlite")},
+    })
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine.launch", "run", "-q", "-c",
+                           str(config), "--report", str(report)], capture_output=True, text=True,
+                          env=rekey_env(sandbox), cwd=str(REPO), timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "workers.s3.native" in imported
+    assert not imported & {"botocore.client", "botocore.auth", "botocore.session", "urllib3", "aiobotocore.session"}
+    run = json.loads(report.read_text())["run"]
+    assert run["requests_by_transport"] == {"fast": run["requests"], "botocore": 0}
+    for key, body in bodies.items():
+        got = s3_http.get_object(Bucket=dst, Key=key)
+        assert (got["Body"].read(), got["ServerSideEncryption"]) == (body, "AES256")
+        assert (got["Metadata"], got["ContentType"]) == ({"owner": "a b"}, "x/y")
+        assert s3_http.get_object_tagging(Bucket=dst, Key=key)["TagSet"] == [{"Key": "team", "Value": "blue"}]
 
 
 @pytest.fixture

@@ -246,6 +246,13 @@ ANSWERS = {Op.HEAD_OBJECT: head_answer, Op.GET_OBJECT: get_answer, Op.PUT_OBJECT
             Op.ABORT_MULTIPART_UPLOAD: write_answer, Op.LIST_PARTS: list_parts_answer}
 
 
+def answer_for(op: Op, status: int, headers: dict[str, str], body: bytes, url_encoded_keys: bool) -> dict[str, Any]:
+    """An answer of either request builder in botocore's response shape (or a `FastError`)."""
+    if op == Op.LIST_OBJECTS_V2:
+        return list_answer(status, headers, body, decode=url_encoded_keys)
+    return ANSWERS[op](status, headers, body)
+
+
 class BytesBody:
     """A response body already read, with the async interface of botocore's streaming body."""
 

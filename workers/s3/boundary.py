@@ -17,7 +17,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
@@ -26,9 +26,10 @@ from workers.endpoint import Endpoint
 from workers.errors import ObjectChangedError, RetryableError, classify_s3_error
 from workers.model import Encryption, ObjectHead, ObjectRef, PartResult
 from workers.s3 import convert as cv
-from workers.s3.fast import HOT_OPS, FastTransport
-from workers.s3.ops import RESEND, Op, Resend
-from workers.s3.pool import route_botocore
+from workers.s3.answers import answer_for
+from workers.s3.native import Native
+from workers.s3.ops import HOT_OPS, RESEND, Op, Resend
+from workers.s3.pool import route_botocore, send_on, wire_of
 from workers.s3.records import (
     CopyRequest,
     CreateUpload,
@@ -42,8 +43,10 @@ from workers.s3.records import (
     VersionPage,
     Written,
 )
-from workers.s3.sdk_sync import fast_client
 from workers.s3.settings import connect_errors
+
+if TYPE_CHECKING:
+    from workers.s3.fast import FastTransport
 
 log = logging.getLogger("rekey.s3")
 
@@ -74,6 +77,10 @@ class S3:
         self._client_lock = anyio.Lock()
         self._fast: FastTransport | None = None   # the hot requests (workers.s3.fast), on first use
         self._fast_lock = anyio.Lock()
+        # rekey's own request builder (workers.s3.native) and its wire, for a plain setup: botocore is then
+        # imported only for a call it does not build
+        self._native = Native.of(endpoint)
+        self._wire = wire_of(endpoint, self._native.ca_bundle) if self._native is not None else None
         self.regions: dict[str, str] = {}      # bucket -> region learned from a redirect
         self.endpoint = endpoint
         self.retry = retry
@@ -102,6 +109,8 @@ class S3:
     def _close_fast(self) -> None:
         if self._fast is not None:
             self._fast.close()
+        elif self._wire is not None:
+            self._wire.close()
 
     def _learned_region(self, builtins: dict[str, Any], params: Mapping[str, Any], **_: Any) -> None:
         """Endpoint rules see the region learned for a bucket, for both transports (as botocore's redirector)."""
@@ -128,10 +137,12 @@ class S3:
         if self._fast is None and self.endpoint.lean:
             async with self._fast_lock:
                 if self._fast is None:
+                    from workers.s3.fast import FastTransport
+                    from workers.s3.sdk_sync import fast_client
                     with connect_errors():
                         client = await anyio.to_thread.run_sync(fast_client, self.endpoint)
                     client.meta.events.register("before-endpoint-resolution.s3", self._learned_region)
-                    self._fast = FastTransport(client, self.regions, self._proxied)
+                    self._fast = FastTransport(client, self.regions, self._proxied, wire=self._wire)
         return self._fast
 
     async def _proxied(self) -> Any:
@@ -176,19 +187,29 @@ class S3:
         return result
 
     async def _transport(self, op: Op, params: dict[str, Any]) -> dict[str, Any]:
-        """One request over the fast transport (hot operations) or botocore."""
+        """One request built here (workers.s3.native), over the fast transport (hot operations) or botocore."""
+        if self._native is not None and self._wire is not None:
+            bucket = str(params.get("Bucket", ""))
+            prepared = self._native.prepare(op, params, learned_region=bucket in self.regions)
+            if prepared is not None:
+                self._count("fast")
+                got = await send_on(self._wire, prepared.method, prepared.url, prepared.headers, prepared.body)
+                return answer_for(op, got.status, got.headers, got.body, prepared.url_encoded_keys)
         fast = await self._fast_transport() if op in HOT_OPS else None
         client = None if fast is not None else await self._botocore()
+        if fast is not None:
+            self._count("fast")
+            return await fast.send(op, params)
+        self._count("botocore")
+        result: dict[str, Any] = await getattr(client, op.value)(**params)
+        return result
+
+    def _count(self, transport: str) -> None:
         if not self.requests:
             timeline.mark("first_request")
             timeline.started()
         self.requests += 1
-        if fast is not None:
-            self.requests_by_transport["fast"] += 1
-            return await fast.send(op, params)
-        self.requests_by_transport["botocore"] += 1
-        result: dict[str, Any] = await getattr(client, op.value)(**params)
-        return result
+        self.requests_by_transport[transport] += 1
 
     async def _learn_region(self, bucket: str, exc: Exception) -> bool:
         """An answer from another region (301/307, or 400 naming the bucket's region) teaches it, once:

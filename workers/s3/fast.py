@@ -31,7 +31,7 @@ import asyncio
 import copy
 import socket
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -50,17 +50,13 @@ from botocore.httpchecksum import apply_request_checksum, resolve_checksum_conte
 from botocore.httpsession import mask_proxy_url
 from botocore.utils import determine_content_length
 
-from workers.s3.answers import ANSWERS, FastError, list_answer
-from workers.s3.ops import Op
+from workers.s3.answers import FastError, answer_for
+from workers.s3.native import Prepared
+from workers.s3.ops import HOT_OPS, Op
 from workers.s3.pool import body_bytes, send_on, text_headers, wire_for
 from workers.s3.signing import FastRequest, FastS3SigV4Auth, origin
 from workers.s3.template import MAX_SHAPES, Template, make_template, shape_of, signing_copy
-
-HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
-                     Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
-                     Op.GET_OBJECT_TAGGING, Op.GET_BUCKET_WEBSITE, Op.CREATE_MULTIPART_UPLOAD,
-                     Op.ABORT_MULTIPART_UPLOAD, Op.LIST_PARTS, Op.COMPLETE_MULTIPART_UPLOAD})
-
+from workers.s3.wire import Wire
 
 _Resolved = tuple[str, dict[str, str], dict[str, Any], Any, dict[str, Any] | None]
 
@@ -76,17 +72,6 @@ _BEFORE_SIGN = ("remove_arn_from_signing_path", "_set_extra_headers_for_unsigned
 _SIGV4 = ("s3v4", "v4")
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A signed request as it goes on the wire: what botocore's prepared request holds, in plain types."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | memoryview | None
-    url_encoded_keys: bool = False   # botocore asked for EncodingType=url itself: it decodes the keys listed
-
-
 class FastTransport:
     """Sends the hot operations through one sync botocore client's request machinery (see module doc).
 
@@ -94,7 +79,7 @@ class FastTransport:
     proxy; asked for only then."""
 
     def __init__(self, client: Any, regions: Mapping[str, str],
-                 proxied: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 proxied: Callable[[], Awaitable[Any]] | None = None, *, wire: Wire | None = None) -> None:
         self._client = client
         self._proxied = proxied
         self._regions = regions          # bucket -> region learned from a redirect (shared with the boundary)
@@ -105,8 +90,9 @@ class FastTransport:
         self._signers: dict[tuple[str, Any, str, str], str] = {}   # choose-signer's answer, per signing context
         self._proxies: dict[str, tuple[str | None, dict[str, str]]] = {}   # scheme://host -> proxy, its headers
         self._templates: dict[Hashable, Template | None] = {}   # per shape of call (workers.s3.template)
-        # The endpoint's pool for requests without a proxy, botocore's own requests too (workers.s3.pool).
-        self.wire = wire_for(client._endpoint.http_session)
+        # The endpoint's pool for requests without a proxy, botocore's own requests too (workers.s3.pool);
+        # `wire`: the one rekey's own request builder made already (workers.s3.native).
+        self.wire = wire if wire is not None else wire_for(client._endpoint.http_session)
         self._shortcut = (_handlers(client, "request-created.s3.HeadObject") == set(_REQUEST_CREATED)
                           and _handlers(client, "before-sign.s3.HeadObject") == set(_BEFORE_SIGN))
 
@@ -249,20 +235,14 @@ class FastTransport:
         proxy, proxy_headers = self._proxy(request.url)
         if proxy is None:
             got = await send_on(self.wire, request.method, request.url, request.headers, request.body)
-            return _answer(op, got.status, got.headers, got.body, request.url_encoded_keys)
+            return answer_for(op, got.status, got.headers, got.body, request.url_encoded_keys)
         if self._proxied is None:
             raise RuntimeError(f"{op.value}: {request.url} goes through a proxy, and no HTTP session was given")
         status, answer, body = await _through_proxy(await self._proxied(), request, proxy, proxy_headers)
-        return _answer(op, status, answer, body, request.url_encoded_keys)
+        return answer_for(op, status, answer, body, request.url_encoded_keys)
 
     def close(self) -> None:
         self.wire.close()
-
-
-def _answer(op: Op, status: int, headers: dict[str, str], body: bytes, url_encoded_keys: bool) -> dict[str, Any]:
-    if op == Op.LIST_OBJECTS_V2:
-        return list_answer(status, headers, body, decode=url_encoded_keys)
-    return ANSWERS[op](status, headers, body)
 
 
 

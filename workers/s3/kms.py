@@ -14,7 +14,6 @@ import anyio
 from workers.endpoint import Endpoint
 from workers.errors import ConfigError, FatalError, RekeyError, classify_s3_error
 from workers.s3.boundary import RetryPolicy
-from workers.s3.sdk_sync import sync_client
 from workers.s3.settings import connect_errors
 
 
@@ -55,6 +54,7 @@ class Kms:
     async def open(cls, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> AsyncIterator[Kms]:
         async def connect() -> Any:
             try:
+                from workers.s3.sdk_sync import sync_client  # botocore: only a run that asks KMS loads it
                 with connect_errors():
                     return await anyio.to_thread.run_sync(sync_client, endpoint, "kms")
             except RekeyError as exc:   # no KMS client, no KMS request of this run can succeed

@@ -36,6 +36,13 @@ class Op(StrEnum):
     GET_BUCKET_WEBSITE = "get_bucket_website"
 
 
+# What the fast transport carries (workers.s3.fast), and rekey's own request builder some of (workers.s3.native).
+HOT_OPS = frozenset({Op.HEAD_OBJECT, Op.GET_OBJECT, Op.PUT_OBJECT, Op.COPY_OBJECT, Op.UPLOAD_PART,
+                     Op.UPLOAD_PART_COPY, Op.HEAD_BUCKET, Op.DELETE_OBJECT, Op.LIST_OBJECTS_V2,
+                     Op.GET_OBJECT_TAGGING, Op.GET_BUCKET_WEBSITE, Op.CREATE_MULTIPART_UPLOAD,
+                     Op.ABORT_MULTIPART_UPLOAD, Op.LIST_PARTS, Op.COMPLETE_MULTIPART_UPLOAD})
+
+
 class Resend(StrEnum):
     """When a failed request may be sent again."""
 

@@ -24,7 +24,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from workers.s3.signing import host_header
+from workers.endpoint import Endpoint
+from workers.s3.hosts import host_header
 from workers.s3.wire import Answer, Wire, WireError
 
 
@@ -41,19 +42,32 @@ def ssl_context(session: Any) -> ssl.SSLContext:
     """The TLS settings of botocore's HTTP session `session`, built as aiobotocore's HTTP session builds them:
     verify off, or the CA bundle (`verify`, else botocore's default bundle) with the host name checked; the
     client certificate whatever `verify` says."""
+    return tls_context(session._verify, session._cert_file, session._key_file)
+
+
+def tls_context(verify: Any, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
+    """botocore's TLS context for `verify` (True: its default CA bundle; a path: that bundle; False: no check)
+    and a client certificate. botocore's HTTP session module is imported on the first TLS connection only."""
     from botocore.httpsession import create_urllib3_context, get_cert_path
     context: ssl.SSLContext = create_urllib3_context()
-    if session._verify:
+    if verify:
         context.check_hostname = True
-        ca_certs = get_cert_path(session._verify)
+        ca_certs = get_cert_path(verify)
         if ca_certs:
             context.load_verify_locations(ca_certs, None, None)
     else:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if session._cert_file:
-        context.load_cert_chain(session._cert_file, session._key_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def wire_of(endpoint: Endpoint, ca_bundle: str | None) -> Wire:
+    """The wire of a plain setup (workers.s3.native): the settings its botocore HTTP session would have, from
+    the endpoint's (pool size, timeouts; AWS_CA_BUNDLE, else botocore's default bundle; no client certificate)."""
+    return Wire(limit=endpoint.max_connections, connect_timeout=endpoint.connect_timeout,
+                read_timeout=endpoint.read_timeout, ssl_context=lambda: tls_context(ca_bundle or True))
 
 
 def mapped(exc: WireError, url: str) -> Exception:
@@ -123,4 +137,5 @@ def body_bytes(body: Any) -> bytes | memoryview | None:
     return body or None
 
 
-__all__ = ["body_bytes", "mapped", "route_botocore", "send_on", "ssl_context", "text_headers", "wire_for"]
+__all__ = ["body_bytes", "mapped", "route_botocore", "send_on", "ssl_context", "text_headers", "tls_context",
+           "wire_for", "wire_of"]

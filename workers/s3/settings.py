@@ -1,7 +1,8 @@
 """What both of an endpoint's botocore clients share: their configuration, the model loader, the timestamp
-parser, and how a failure to make one is reported. Imports botocore's light parts only: the fast transport's
-client (workers.s3.sdk_sync) starts without aiobotocore and aiohttp, which the botocore transport's client
-(workers.s3.sdk) brings in when it is first needed."""
+parser, and how a failure to make one is reported. Imports no part of botocore itself (its timestamp parser
+and model loader when first asked for), so that a run whose requests rekey builds itself (workers.s3.native)
+starts without botocore; the fast transport's client (workers.s3.sdk_sync) starts without aiobotocore and
+aiohttp, which the botocore transport's client (workers.s3.sdk) brings in when it is first needed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from workers.endpoint import Endpoint
 from workers.errors import classify_s3_error
-from workers.s3.models import create_loader
 
 __all__ = ["config_settings", "connect_errors", "parse_timestamp", "shared_loader", "where"]
 
@@ -40,6 +39,7 @@ def parse_timestamp(value: Any) -> dt.datetime:
             parsed = None
         if parsed is not None:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    from botocore.utils import parse_timestamp as botocore_parse_timestamp
     result: dt.datetime = botocore_parse_timestamp(value)
     return result
 
@@ -51,6 +51,7 @@ def shared_loader(session: Any) -> Any:
     """One model loader per process: each new one would read S3's model again (some 0.1 s of CPU per client,
     paid again for the KMS client and a second endpoint). The loader reads it from rekey's cache when it
     can (workers.s3.models)."""
+    from workers.s3.models import create_loader
     path = str(session.get_config_variable("data_path") or "")
     loader = _LOADERS.get(path)
     if loader is None:

@@ -16,12 +16,13 @@ tests/unit/test_fast_parity.py holds the result equal to botocore's own signed r
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth, _host_from_url
+from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+
+from workers.s3.hosts import host_header, origin
 
 _KEYS_KEPT = 16   # signing keys cached (a run uses one or two a day)
 _signing_keys: dict[tuple[str, str, str, str], bytes] = {}
@@ -166,22 +167,6 @@ class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
                 _signing_keys.clear()
             _signing_keys[scope] = key
         return str(self._sign(key, string_to_sign, hex=True))
-
-
-@functools.lru_cache(maxsize=256)
-def _origin_host(origin: str) -> str:
-    return str(_host_from_url(origin))
-
-
-def origin(url: str) -> str:
-    """scheme://host[:port] of a URL."""
-    end = url.find("/", url.find("//") + 2)
-    return url if end < 0 else url[:end]
-
-
-def host_header(url: str) -> str:
-    """botocore's Host header for a URL: it depends on the scheme, host and port only."""
-    return _origin_host(origin(url))
 
 
 __all__ = ["FastRequest", "FastS3SigV4Auth", "Headers", "host_header", "origin"]
