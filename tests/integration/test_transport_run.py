@@ -47,18 +47,21 @@ def test_endpoint_only_in_the_environment_takes_the_fast_transport(
         assert s3_http.head_object(Bucket=bucket, Key=f"obj/{i:02d}")["ServerSideEncryption"] == "AES256"
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_plain_setup_builds_every_request_itself_without_botocore(
-        sandbox: SandboxInfo, s3_http: Any, bucket_factory: Any, tmp_path: Path) -> None:
+        sandbox: SandboxInfo, s3_http: Any, bucket_factory: Any, tmp_path: Path, scheme: str) -> None:
     """An endpoint_url in the config and credentials in the environment: rekey builds and signs every request
     of a bucket-to-bucket run itself (workers.s3.native), botocore's client is never loaded, and what the
-    destination holds is what the user asked for: the bytes, the metadata, the tags, SSE-S3."""
+    destination holds is what the user asked for: the bytes, the metadata, the tags, SSE-S3. Over TLS the
+    connections verify with AWS_CA_BUNDLE, in botocore's TLS context."""
     src, dst = bucket_factory("native-src"), bucket_factory("native-dst")
     bodies = {f"k/{i:02d} é+%.bin": bytes([i]) * (100 + i) for i in range(12)}
     for key, body in bodies.items():
         s3_http.put_object(Bucket=src, Key=key, Body=body, Metadata={"owner": "a b"}, ContentType="x/y",
                            Tagging="team=blue")
     config = write_config(tmp_path / "rekey.toml", {
-        "source": {"bucket": src, "endpoint_url": sandbox.s3_http, "region": sandbox.region},
+        "source": {"bucket": src, "endpoint_url": sandbox.s3_https if scheme == "https" else sandbox.s3_http,
+                   "region": sandbox.region},
         "destination": {"bucket": dst},
         "target": {"mode": "sse-s3"},
         "run": {"checkpoint": str(tmp_path / "rekey.sqlite")},
@@ -66,11 +69,14 @@ def test_a_plain_setup_builds_every_request_itself_without_botocore(
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine.launch", "run", "-q", "-c",
                            str(config), "--report", str(report)], capture_output=True, text=True,
-                          env=rekey_env(sandbox), cwd=str(REPO), timeout=180, check=False)
+                          env={**rekey_env(sandbox), "AWS_CA_BUNDLE": sandbox.ca_bundle}, cwd=str(REPO),
+                          timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
     assert "workers.s3.native" in imported
-    assert not imported & {"botocore.client", "botocore.auth", "botocore.session", "urllib3", "aiobotocore.session"}
+    assert not imported & {"botocore.client", "botocore.auth", "botocore.session", "aiobotocore.session"}
+    # over TLS, botocore's TLS context (workers.s3.pool.tls_context) brings urllib3 in; plain HTTP needs neither
+    assert ("urllib3" in imported) == (scheme == "https")
     run = json.loads(report.read_text())["run"]
     assert run["requests_by_transport"] == {"fast": run["requests"], "botocore": 0}
     for key, body in bodies.items():

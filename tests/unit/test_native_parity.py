@@ -38,7 +38,7 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """One environment, one clock and one invocation id for both builders."""
     import os
     for name in list(os.environ):
-        if name.upper().startswith("AWS_") or name.lower().endswith("_proxy"):
+        if name.upper().startswith("AWS_") or name.lower().endswith("_proxy") or name == "REQUESTS_CA_BUNDLE":
             monkeypatch.delenv(name)
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
@@ -141,7 +141,8 @@ def test_host_header_is_botocores() -> None:
 @pytest.mark.parametrize("change", [
     {"AWS_PROFILE": "other"}, {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1"}, {"HTTPS_PROXY": "http://p:3128"},
     {"AWS_ACCESS_KEY_ID": ""}, {"AWS_S3_ADDRESSING_STYLE": "virtual"},
-    {"AWS_SDK_UA_APP_ID": "x"}, {"AWS_CREDENTIAL_EXPIRATION": "2026-12-01T10:00:00Z"}])
+    {"AWS_SDK_UA_APP_ID": "x"}, {"AWS_CA_BUNDLE": " "}, {"REQUESTS_CA_BUNDLE": ""},
+    {"AWS_CREDENTIAL_EXPIRATION": "2026-12-01T10:00:00Z"}])
 def test_a_setup_that_is_not_plain_is_left_to_botocore(change: dict[str, str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in change.items():
@@ -165,6 +166,18 @@ def test_a_config_file_that_sets_more_than_a_region_is_left_to_botocore(tmp_path
     assert Native.of(ENDPOINTS["http-us-west-2"]) is not None
     config.write_text("[default]\nregion = eu-west-1\ns3 =\n  addressing_style = virtual\n")
     assert Native.of(ENDPOINTS["http-us-west-2"]) is None
+
+
+def test_the_ca_bundle_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the wire verifies TLS with: AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE, else botocore's own bundle."""
+    endpoint = ENDPOINTS["https-default-port"]
+    assert Native.of(endpoint).ca_bundle is None   # type: ignore[union-attr]
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/r.pem")
+    assert Native.of(endpoint).ca_bundle == "/r.pem"   # type: ignore[union-attr]
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/a.pem")
+    assert Native.of(endpoint).ca_bundle == "/a.pem"   # type: ignore[union-attr]
+    client = fast_client(endpoint)
+    assert client._endpoint.http_session._verify == "/a.pem"
 
 
 def test_a_learned_region_an_arn_and_an_sse_c_key_are_left_to_botocore() -> None:

@@ -5,8 +5,11 @@ callers pass records (`workers.s3.records`, `workers.model`) and get records bac
 transports: botocore (one aiobotocore client) for every operation, and the fast one (`workers.s3.fast`,
 whose requests a sync botocore client builds and signs) for the hot ones, on every endpoint unless
 `[run] lean_requests = false`; with it, both send over one connection pool per endpoint
-(`workers.s3.pool`), without it botocore's own. Each client is made on its first request: a run whose
-requests are all hot never imports aiobotocore or aiohttp. The boundary owns retries
+(`workers.s3.pool`), without it botocore's own. For a plain setup (`workers.s3.native`) the calls of the
+hot operations that rekey can build itself exactly as botocore would are built and signed there and sent
+on the same pool. Each client is made on its first request: a run whose requests are all hot never
+imports aiobotocore or aiohttp, and one whose calls the builder takes never imports botocore's client,
+signer or serializer. The boundary owns retries
 (one attempt each from botocore, aiohttp and the pool) and region redirects: a bucket answered from
 another region is learned once, for both transports.
 """

@@ -10,7 +10,8 @@ A plain setup (`Native.of` says None otherwise):
     - static credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally
       AWS_SESSION_TOKEN), no `profile`, and no other AWS_* variable that changes botocore's requests
       (`_NEUTRAL` lists the ones that do not); no AWS config file that sets anything but a region or output;
-    - no proxy in the environment (AWS_CA_BUNDLE is the connections' CA bundle, as botocore's).
+    - no proxy in the environment (AWS_CA_BUNDLE or REQUESTS_CA_BUNDLE is the connections' CA bundle, as
+      botocore's).
 A call is built here only when its operation and every parameter are in `_OPS` and `_PARAMS`, its bucket
 is a plain name, and no region was learned for it; any other call (SSE-C keys, checksums, multipart)
 returns None from `prepare` and takes the fast transport's botocore path, which is imported then.
@@ -160,7 +161,8 @@ class Native:
         self._base = base                  # scheme://authority, no trailing slash
         self._region = region
         self._credentials = credentials
-        self.ca_bundle = ca_bundle         # AWS_CA_BUNDLE, which botocore's HTTP session verifies with
+        # what botocore's HTTP session verifies TLS with: AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE, else its own
+        self.ca_bundle = ca_bundle
         self._user_agent = _user_agent()
 
     def __repr__(self) -> str:   # never the secret
@@ -186,10 +188,10 @@ class Native:
                 or not _config_is_plain(env):
             return None
         credentials = _credentials(env)
-        if credentials is None:
-            return None
-        return cls(f"{parts.scheme}://{parts.netloc}", endpoint.region or "us-east-1", credentials,
-                   env.get("AWS_CA_BUNDLE") or None)
+        bundle = env.get("AWS_CA_BUNDLE", env.get("REQUESTS_CA_BUNDLE"))
+        if credentials is None or (bundle is not None and not bundle.strip()):
+            return None   # botocore says what is wrong (no credentials; a blank CA bundle)
+        return cls(f"{parts.scheme}://{parts.netloc}", endpoint.region or "us-east-1", credentials, bundle)
 
     def prepare(self, op: Op, params: Mapping[str, Any], *, learned_region: bool = False) -> Prepared | None:
         """The signed request botocore sends for this call, or None when it is not one built here."""

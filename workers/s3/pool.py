@@ -65,7 +65,7 @@ def tls_context(verify: Any, cert_file: str | None = None, key_file: str | None 
 
 def wire_of(endpoint: Endpoint, ca_bundle: str | None) -> Wire:
     """The wire of a plain setup (workers.s3.native): the settings its botocore HTTP session would have, from
-    the endpoint's (pool size, timeouts; AWS_CA_BUNDLE, else botocore's default bundle; no client certificate)."""
+    the endpoint's (pool size, timeouts; `ca_bundle`, else botocore's default bundle; no client certificate)."""
     return Wire(limit=endpoint.max_connections, connect_timeout=endpoint.connect_timeout,
                 read_timeout=endpoint.read_timeout, ssl_context=lambda: tls_context(ca_bundle or True))
 
