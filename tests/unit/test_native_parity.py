@@ -26,6 +26,8 @@ ENDPOINTS = {
     "http-us-west-2": Endpoint(endpoint_url="http://127.0.0.1:9000", region="us-west-2"),
     "https-default-port": Endpoint(endpoint_url="https://s3.example.test/", region="eu-west-1"),
     "ipv6-literal": Endpoint(endpoint_url="http://[::1]:8333"),
+    "aws-eu-west-1": Endpoint(region="eu-west-1"),
+    "aws-us-east-1": Endpoint(),
 }
 ENV = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "secret/with+chars",
        "AWS_SESSION_TOKEN": "token//with==padding", "AWS_CONFIG_FILE": "/nonexistent",
@@ -150,7 +152,17 @@ def test_a_setup_that_is_not_plain_is_left_to_botocore(change: dict[str, str],
     assert Native.of(ENDPOINTS["http-us-west-2"]) is None
 
 
-@pytest.mark.parametrize("endpoint", [Endpoint(region="eu-west-1"), Endpoint(endpoint_url="http://h:1/base"),
+def test_aws_is_addressed_virtual_hosted_and_other_names_are_left_to_botocore() -> None:
+    native = Native.of(ENDPOINTS["aws-eu-west-1"])
+    assert native is not None
+    head = native.prepare(Op.HEAD_OBJECT, {"Bucket": BUCKET, "Key": "a b"})
+    assert head is not None and head.url == f"https://{BUCKET}.s3.eu-west-1.amazonaws.com/a%20b"
+    for name in ("dotted.bucket", "ab", "Upper", "x--x-s3", "under_score"):   # path-style, S3 Express, invalid
+        assert native.prepare(Op.HEAD_OBJECT, {"Bucket": name, "Key": "k"}) is None, name
+
+
+@pytest.mark.parametrize("endpoint", [Endpoint(region="cn-north-1"), Endpoint(region="us-gov-west-1"),
+                                      Endpoint(endpoint_url="http://h:1/base"),
                                       Endpoint(endpoint_url="http://h:99999"), Endpoint(endpoint_url="ftp://h:1"),
                                       Endpoint(endpoint_url="http://h:1", profile="p"),
                                       Endpoint(endpoint_url="http://h:1", lean=False)])

@@ -6,7 +6,9 @@ call, and this module builds it itself: the same method, URL, headers, body and 
 transport's (tests/unit/test_native_parity.py holds them equal, call by call, under one clock).
 
 A plain setup (`Native.of` says None otherwise):
-    - an `endpoint_url` with no path (path-style addressing, as rekey configures every named endpoint);
+    - an `endpoint_url` with no path (path-style addressing, as rekey configures every named endpoint), or
+      none and a region of AWS's standard partition (virtual-hosted addressing over HTTPS, for a bucket
+      name that is one DNS label);
     - static credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally
       AWS_SESSION_TOKEN), no `profile`, and no other AWS_* variable that changes botocore's requests
       (`_NEUTRAL` lists the ones that do not); no AWS config file that sets anything but a region or output;
@@ -85,6 +87,10 @@ _PARAMS: dict[Op, dict[str, tuple[str, str]]] = {
 }
 _STRUCTURED = {Op.PUT_OBJECT: {"Body", "Metadata"}, Op.COPY_OBJECT: {"CopySource", "Metadata"}}
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,254}")
+# AWS, virtual-hosted: a bucket name that is one DNS label (no dots: TLS), not an S3 Express or other
+# "--" name; and a region of the standard partition (botocore's regionRegex for "aws")
+_VIRTUAL_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_AWS_REGION = re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+")
 # AWS_* variables that change nothing in the requests rekey sends: the region and the retries are set
 # explicitly in the client's configuration, which wins over them; the credential providers after the
 # environment's in botocore's chain are never asked when it has credentials; AWS_CA_BUNDLE is the wire's
@@ -139,49 +145,51 @@ def _credentials(env: Mapping[str, str]) -> tuple[str, str, str | None] | None:
     return key, secret, env.get("AWS_SESSION_TOKEN") or None
 
 
-def _user_agent() -> str:
+def _user_agent(endpoint_url: bool) -> str:
     """botocore's User-Agent for the aiobotocore-named session both transports use (workers.s3.sdk_sync), with
     the features a plain setup has: checksums when required (a, c), standard retries (E), credentials from
-    the environment (g), an endpoint URL (N)."""
+    the environment (g), and an endpoint URL if one is given (N)."""
     import aiobotocore
     import botocore  # the package only: its __init__ loads no other module of botocore
     un = os.uname()
     impl = {"cpython": "CPython", "pypy": "PyPy"}.get(sys.implementation.name, sys.implementation.name)
     py = ".".join(str(n) for n in sys.version_info[:3])
+    features = "a,E,c,g,N" if endpoint_url else "a,E,c,g"
     return (f"aiobotocore/{aiobotocore.__version__} md/Botocore#{botocore.__version__} ua/2.1 "
             f"os/{un.sysname.lower()}#{un.release} md/arch#{un.machine.lower()} lang/python#{py} "
-            f"md/pyimpl#{impl} m/a,E,c,g,N cfg/retry-mode#standard botocore/{botocore.__version__}")
+            f"md/pyimpl#{impl} m/{features} cfg/retry-mode#standard botocore/{botocore.__version__}")
 
 
 class Native:
     """Builds and signs the calls of a plain setup (see the module doc)."""
 
-    def __init__(self, base: str, region: str, credentials: tuple[str, str, str | None],
+    def __init__(self, base: str | None, region: str, credentials: tuple[str, str, str | None],
                  ca_bundle: str | None = None) -> None:
-        self._base = base                  # scheme://authority, no trailing slash
+        self._base = base                  # scheme://authority of an endpoint URL; None: AWS, virtual-hosted
         self._region = region
+        self._aws_host = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}.amazonaws.com"
         self._credentials = credentials
         # what botocore's HTTP session verifies TLS with: AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE, else its own
         self.ca_bundle = ca_bundle
-        self._user_agent = _user_agent()
+        self._user_agent = _user_agent(base is not None)
 
     def __repr__(self) -> str:   # never the secret
-        return f"Native({self._base!r}, {self._region!r})"
+        return f"Native({self._base or self._aws_host!r}, {self._region!r})"
 
     @classmethod
     def of(cls, endpoint: Endpoint, env: Mapping[str, str] | None = None) -> Native | None:
         """The builder for `endpoint`, or None when its setup is not plain."""
         env = os.environ if env is None else env
-        url = endpoint.endpoint_url
-        if not endpoint.lean or not url or endpoint.profile or endpoint.ca_bundle:
+        if not endpoint.lean or endpoint.profile or endpoint.ca_bundle:
             return None
-        parts = urlsplit(url)
-        try:
-            _ = parts.port   # a malformed port: botocore's client says what is wrong with it
-        except ValueError:
-            return None
-        if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query \
-                or parts.username is not None or not parts.hostname:
+        region = endpoint.region or "us-east-1"
+        if endpoint.endpoint_url:
+            base = _custom_base(endpoint.endpoint_url)
+            if base is None:
+                return None
+        elif _AWS_REGION.fullmatch(region):
+            base = None
+        else:
             return None
         if any(k.upper().startswith("AWS_") and k.upper() not in _NEUTRAL for k in env) \
                 or any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in env) \
@@ -191,21 +199,33 @@ class Native:
         bundle = env.get("AWS_CA_BUNDLE", env.get("REQUESTS_CA_BUNDLE"))
         if credentials is None or (bundle is not None and not bundle.strip()):
             return None   # botocore says what is wrong (no credentials; a blank CA bundle)
-        return cls(f"{parts.scheme}://{parts.netloc}", endpoint.region or "us-east-1", credentials, bundle)
+        return cls(base, region, credentials, bundle)
+
+    def _bucket_url(self, bucket: str) -> tuple[str, str] | None:
+        """The URL up to an object's path, and a bucket operation's path: path-style on an endpoint URL,
+        virtual-hosted on AWS; None for a bucket name botocore's endpoint rules would address otherwise."""
+        if self._base is not None:
+            return (f"{self._base}/{bucket}", "") if _PLAIN_BUCKET.fullmatch(bucket) else None
+        if not _VIRTUAL_BUCKET.fullmatch(bucket) or "--" in bucket:
+            return None
+        return f"https://{bucket}.{self._aws_host}", "/"
 
     def prepare(self, op: Op, params: Mapping[str, Any], *, learned_region: bool = False) -> Prepared | None:
         """The signed request botocore sends for this call, or None when it is not one built here."""
         shape = _OPS.get(op)
         bucket = params.get("Bucket")
-        if shape is None or learned_region or not isinstance(bucket, str) or not _PLAIN_BUCKET.fullmatch(bucket):
+        where = self._bucket_url(bucket) if isinstance(bucket, str) else None
+        if shape is None or learned_region or where is None:
             return None
         method, path, fixed = shape
-        url = f"{self._base}/{bucket}"
+        url, bucket_path = where
         if path:
             key = params.get("Key")
             if not isinstance(key, str):
                 return None
             url += "/" + quote(key.encode("utf-8"), safe="/~")
+        else:
+            url += bucket_path
         built = _serialize(op, params)
         if built is None:
             return None
@@ -252,6 +272,19 @@ class Native:
         signature = hmac.new(_signing_key(secret, stamp[:8], self._region), to_sign.encode(),
                              hashlib.sha256).hexdigest()
         return f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+
+
+def _custom_base(url: str) -> str | None:
+    """scheme://authority of an endpoint URL rekey addresses path-style; None for any other kind of URL."""
+    parts = urlsplit(url)
+    try:
+        _ = parts.port   # a malformed port: botocore's client says what is wrong with it
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query \
+            or parts.username is not None or not parts.hostname:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _signing_key(secret: str, day: str, region: str) -> bytes:
