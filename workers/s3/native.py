@@ -30,7 +30,7 @@ import re
 import sys
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -116,8 +116,8 @@ class Prepared:
 
     method: str
     url: str
-    headers: dict[str, str]
-    body: bytes | memoryview | None
+    headers: dict[str, str] = field(repr=False)   # a session token, an SSE-C key: never in a repr
+    body: bytes | memoryview | None = field(repr=False)
     url_encoded_keys: bool = False   # botocore asked for EncodingType=url itself: it decodes the keys listed
 
 
