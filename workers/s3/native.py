@@ -107,7 +107,7 @@ _NEUTRAL = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION
 _CONFIG_KEYS = re.compile(r"\s*(\[[^\]]*\]|(region|output)\s*=.*|[#;].*)?\s*")
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 _KEYS_KEPT = 16
-_signing_keys: dict[tuple[str, str, str], bytes] = {}
+_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +269,7 @@ class Native:
             ";".join(names), headers["X-Amz-Content-SHA256"]])
         scope = f"{stamp[:8]}/{self._region}/s3/aws4_request"
         to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = hmac.new(_signing_key(secret, stamp[:8], self._region), to_sign.encode(),
+        signature = hmac.new(signing_key(secret, stamp[:8], self._region), to_sign.encode(),
                              hashlib.sha256).hexdigest()
         return f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
 
@@ -287,12 +287,13 @@ def _custom_base(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _signing_key(secret: str, day: str, region: str) -> bytes:
-    scope = (secret, day, region)
+def signing_key(secret: str, day: str, region: str, service: str = "s3") -> bytes:
+    """SigV4's signing key, derived once per secret, day, region and service (in this process's memory only)."""
+    scope = (secret, day, region, service)
     found = _signing_keys.get(scope)
     if found is None:
         k = hmac.new(f"AWS4{secret}".encode(), day.encode(), hashlib.sha256).digest()
-        for part in (region, "s3", "aws4_request"):
+        for part in (region, service, "aws4_request"):
             k = hmac.new(k, part.encode(), hashlib.sha256).digest()
         if len(_signing_keys) >= _KEYS_KEPT:
             _signing_keys.clear()

@@ -23,9 +23,7 @@ from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from workers.s3.hosts import host_header, origin
-
-_KEYS_KEPT = 16   # signing keys cached (a run uses one or two a day)
-_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+from workers.s3.native import signing_key
 
 
 class Headers(MutableMapping[str, str]):
@@ -157,15 +155,8 @@ class FastS3SigV4Auth(S3SigV4Auth):  # type: ignore[misc]
         return ";".join(sorted(name.strip() for name in headers_to_sign))
 
     def signature(self, string_to_sign: str, request: Any) -> str:
-        secret = self.credentials.secret_key
-        scope = (secret, request.context["timestamp"][0:8], self._region_name, self._service_name)
-        key = _signing_keys.get(scope)
-        if key is None:
-            k_date = self._sign(f"AWS4{secret}".encode(), scope[1])
-            key = self._sign(self._sign(self._sign(k_date, scope[2]), scope[3]), "aws4_request")
-            if len(_signing_keys) >= _KEYS_KEPT:
-                _signing_keys.clear()
-            _signing_keys[scope] = key
+        key = signing_key(self.credentials.secret_key, request.context["timestamp"][0:8], self._region_name,
+                          self._service_name)
         return str(self._sign(key, string_to_sign, hex=True))
 
 
